@@ -1,0 +1,3 @@
+from plotlib.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,75 @@
+"""Backbones with named activation taps.
+
+Every backbone exposes ``taps``: identity modules whose outputs are the activations that sites
+address (forward hooks on them read and write activations), and ``resume(layer, h, x)``, which
+continues the forward pass from tap ``layer`` with activation ``h`` so a patch at layer l runs only
+the layers after l. Hooks on later taps still fire during ``resume``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from plotlib.io import atomic_path
+
+
+class MLP(nn.Module):
+    """ReLU MLP; tap ``h{i}`` is the post-activation output of hidden layer i (1-based)."""
+
+    kind = "mlp"
+
+    def __init__(self, d_in: int, hidden: list[int], d_out: int) -> None:
+        super().__init__()
+        self.args = {"d_in": d_in, "hidden": list(hidden), "d_out": d_out}
+        dims = [d_in, *hidden]
+        self.layers = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(dims, dims[1:]))
+        self.taps = nn.ModuleDict({f"h{i + 1}": nn.Identity() for i in range(len(hidden))})
+        self.head = nn.Linear(dims[-1], d_out)
+
+    def width(self, layer: str) -> int:
+        return self.args["hidden"][self._index(layer)]
+
+    def _index(self, layer: str) -> int:
+        names = list(self.taps)
+        if layer not in names:
+            raise KeyError(f"unknown MLP tap {layer!r}; taps are {names}")
+        return names.index(layer)
+
+    def _run(self, h: torch.Tensor, start: int) -> torch.Tensor:
+        taps = list(self.taps.values())
+        for i in range(start, len(self.layers)):
+            h = taps[i](self.layers[i](h))
+        return self.head(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, 0)
+
+    def resume(self, layer: str, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run(h, self._index(layer) + 1)
+
+
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP}
+
+
+def save_backbone(model: nn.Module, path: str | os.PathLike) -> None:
+    """Write constructor arguments and weights together, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": model.kind, "args": model.args, "state": model.state_dict()}, tmp)
+
+
+def load_backbone(path: str | os.PathLike) -> nn.Module:
+    """Load a checkpoint written by :func:`save_backbone`; the model comes back frozen, in eval mode."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"backbone checkpoint not found: {path}")
+    blob: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("kind") not in BACKBONES:
+        raise ValueError(f"{path}: unknown backbone kind {blob.get('kind')!r}; known: {sorted(BACKBONES)}")
+    model = BACKBONES[blob["kind"]](**blob["args"])
+    model.load_state_dict(blob["state"])
+    model.eval().requires_grad_(False)
+    return model

@@ -1,0 +1,103 @@
+"""Activation cache: base and source activations of a bank at every coarse location, computed once
+and memory-mapped back (safetensors), so no later stage re-runs sources."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from plotlib.banks import bank_inputs
+from plotlib.io import atomic_path
+from plotlib.sites import Location
+from plotlib.tasks import Task
+
+
+@torch.no_grad()
+def capture(backbone: nn.Module, x: torch.Tensor, layers: Iterable[str], batch_size: int = 4096) -> dict[str, torch.Tensor]:
+    """Tap outputs (and ``logits``) of one plain forward pass, in batches."""
+    layers = list(layers)
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in [*layers, "logits"]}
+    hooks = [
+        backbone.taps[name].register_forward_hook(lambda _m, _i, out, name=name: store[name].append(out.detach().clone()))
+        for name in layers
+    ]
+    try:
+        for start in range(0, x.shape[0], batch_size):
+            store["logits"].append(backbone(x[start:start + batch_size]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: torch.cat(parts) for name, parts in store.items()}
+
+
+def cache_key(role: str, name: str) -> str:
+    return f"{role}/{name}"
+
+
+def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: list[Location], path: str | os.PathLike) -> None:
+    """Capture base and source activations of ``bank`` at ``locations`` and write them atomically."""
+    if any(loc.position is not None for loc in locations):
+        raise NotImplementedError("positioned locations are cached by the transformer path")
+    tensors = {}
+    for role in ("base", "source"):
+        acts = capture(backbone, task.encode(bank_inputs(bank, role)), [loc.layer for loc in locations])
+        for name, value in acts.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(f"non-finite {role} activations at {name!r} while caching {path}")
+            tensors[cache_key(role, name)] = value.contiguous()
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"n_pairs": str(len(bank)), "locations": ",".join(l.id for l in locations)})
+
+
+@dataclass
+class CachedBank:
+    """A bank with its encoded base inputs, labels, and lazily memory-mapped cached activations."""
+
+    task: Task
+    frame: pd.DataFrame
+    cache_path: Path
+    x_base: torch.Tensor = field(init=False)
+    _loaded: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.x_base = self.task.encode(bank_inputs(self.frame, "base"))
+        self.cache_path = Path(self.cache_path)
+        if not self.cache_path.exists():
+            raise FileNotFoundError(f"activation cache not found: {self.cache_path}")
+        with safe_open(str(self.cache_path), framework="pt") as f:
+            n = int(f.metadata()["n_pairs"])
+        if n != len(self.frame):
+            raise ValueError(f"{self.cache_path} holds {n} pairs but the bank has {len(self.frame)}")
+
+    @classmethod
+    def load(cls, task: Task, bank_path: str | os.PathLike, cache_path: str | os.PathLike) -> "CachedBank":
+        return cls(task, pd.read_parquet(bank_path), Path(cache_path))
+
+    def acts(self, role: str, name: str) -> torch.Tensor:
+        key = cache_key(role, name)
+        if key not in self._loaded:
+            with safe_open(str(self.cache_path), framework="pt") as f:
+                if key not in f.keys():
+                    raise KeyError(f"{self.cache_path} has no activations {key!r}; it holds {sorted(f.keys())}")
+                self._loaded[key] = f.get_tensor(key)
+        return self._loaded[key]
+
+    def base_acts(self, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        return {name: self.acts("base", name) for name in layers}
+
+    def labels(self, variable: str) -> torch.Tensor:
+        return torch.tensor(self.frame[f"cf_{variable}"].to_numpy())
+
+    def sensitive(self, variable: str) -> torch.Tensor:
+        return torch.tensor(self.frame[f"sensitive_{variable}"].to_numpy())
+
+    @property
+    def y_base(self) -> torch.Tensor:
+        return torch.tensor(self.frame["y_base"].to_numpy())

@@ -1,0 +1,116 @@
+"""Run configuration and benchmark specs: JSON-Schema validation (draft 2020-12) with defaults.
+
+Errors name the offending key path (for example ``config key 'seeds[1]'``) and are raised before any
+job runs: the Snakefile calls :func:`load_run` at parse time.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+METHODS = ("PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key."""
+
+
+def _with_defaults(cls):
+    """A validator class that also fills in ``default`` values of object properties."""
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _key_path(path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "<top level>"
+
+
+def validate(instance: dict, schema: dict, what: str) -> dict:
+    """Fill defaults into a copy of ``instance`` and validate it; raise :class:`ConfigError` naming the key."""
+    instance = copy.deepcopy(instance)
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = _key_path(err.absolute_path)
+            if err.validator == "additionalProperties":
+                extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+                key = ", ".join(_key_path([*err.absolute_path, e]) for e in extra)
+                lines.append(f"{what} key {key!r} is not allowed (unknown key)")
+            else:
+                lines.append(f"{what} key {key!r}: {err.message}")
+        raise ConfigError("invalid " + what + ":\n  " + "\n  ".join(lines))
+    return instance
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"file not found: {path}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else copy.deepcopy(value)
+    return out
+
+
+def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict) -> dict:
+    """A benchmark spec with its ``scales[scale]`` overrides merged in, validated, defaults filled."""
+    raw = load_yaml(spec_path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{spec_path}: a benchmark spec must be a mapping")
+    scales = raw.pop("scales", {}) or {}
+    if scale != "default":
+        if scale not in scales:
+            raise ConfigError(f"config key 'scale': {scale!r} is not a scale of {spec_path} (has: default, {', '.join(sorted(scales))})")
+        raw = deep_merge(raw, scales[scale])
+    spec = validate(raw, schema, f"benchmark spec {Path(spec_path).name}")
+    checkpoint = spec["backbone"].get("checkpoint")
+    if checkpoint and not Path(checkpoint).exists():
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.checkpoint': file not found: {checkpoint}")
+    return spec
+
+
+@dataclass(frozen=True)
+class Run:
+    """A validated run: the config with defaults, and each benchmark's resolved spec."""
+
+    config: dict
+    benchmarks: dict[str, dict]
+
+
+def load_run(config: dict, schema_dir: str | Path, benchmarks_dir: str | Path) -> Run:
+    """Validate the run config and every benchmark spec it names."""
+    schema_dir, benchmarks_dir = Path(schema_dir), Path(benchmarks_dir)
+    config = validate(config, load_yaml(schema_dir / "config.schema.yaml"), "config")
+    bench_schema = load_yaml(schema_dir / "benchmark.schema.yaml")
+    specs = {}
+    for i, name in enumerate(config["benchmarks"]):
+        path = benchmarks_dir / f"{name}.yaml"
+        if not path.exists():
+            known = sorted(p.stem for p in benchmarks_dir.glob("*.yaml"))
+            raise ConfigError(f"config key 'benchmarks[{i}]': unknown benchmark {name!r}; known: {known}")
+        specs[name] = resolve_benchmark(path, config["scale"], bench_schema)
+    return Run(config, specs)

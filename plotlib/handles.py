@@ -1,0 +1,81 @@
+"""Intervention handles built from a coupling, and their calibration (METHOD.md 4).
+
+A handle for variable V keeps the top-k sites by pi(S | V), renormalizes their weights to sum to
+one, and applies ``h <- h + gain * w_S * P_S(h_source - h)`` at all of them in one forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from plotlib.cache import CachedBank
+from plotlib.metrics import iia
+from plotlib.patching import Edit, run_with_edits, site_subspace
+from plotlib.sites import Site
+
+
+@dataclass(frozen=True)
+class Handle:
+    """Sites with weights summing to one and a common gain."""
+
+    sites: tuple[Site, ...]
+    weights: tuple[float, ...]
+    gain: float
+
+    def __post_init__(self) -> None:
+        if len(self.sites) != len(self.weights) or not self.sites:
+            raise ValueError("a handle needs one weight per site and at least one site")
+
+    def to_json(self) -> dict:
+        return {"sites": [s.id for s in self.sites], "weights": list(self.weights), "gain": self.gain}
+
+    @classmethod
+    def from_json(cls, blob: dict) -> "Handle":
+        return cls(tuple(Site.parse(s) for s in blob["sites"]), tuple(blob["weights"]), float(blob["gain"]))
+
+    @property
+    def label(self) -> str:
+        return " + ".join(s.id for s in self.sites)
+
+    def mass_by_layer(self) -> dict[str, float]:
+        mass: dict[str, float] = {}
+        for site, w in zip(self.sites, self.weights):
+            mass[site.location.layer] = mass.get(site.location.layer, 0.0) + w
+        return mass
+
+
+def top_k_handle(pi_row: np.ndarray, sites: Sequence[Site], k: int, gain: float) -> Handle:
+    """The top-k sites of one row of pi(S | V), ties broken by site order, weights renormalized."""
+    order = np.argsort(-pi_row, kind="stable")[:k]
+    weights = pi_row[order]
+    total = weights.sum()
+    weights = weights / total if total > 0 else np.full(len(order), 1.0 / len(order))
+    return Handle(tuple(sites[i] for i in order), tuple(float(w) for w in weights), float(gain))
+
+
+def handle_edits(handle: Handle, bank: CachedBank, widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> list[Edit]:
+    bases = bases or {}
+    return [
+        Edit(site.location, site_subspace(site, widths[site.location.layer], bases.get(site.location.id)),
+             handle.gain * w, bank.acts("source", site.location.layer))
+        for site, w in zip(handle.sites, handle.weights)
+    ]
+
+
+@torch.no_grad()
+def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, variable: str,
+                    widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """IIA of ``handle`` for ``variable`` on ``bank``, patching from the cached base activations."""
+    edits = handle_edits(handle, bank, widths, bases)
+    layers = {e.location.layer for e in edits}
+    logits = run_with_edits(backbone, bank.x_base, edits, bank.base_acts(layers))
+    return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
+
+
+def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float]) -> list[tuple[dict, Handle]]:
+    """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order."""
+    return [({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g)) for k in top_k if k <= len(sites) for g in gains]

@@ -1,0 +1,67 @@
+"""File layout of one (benchmark, seed) run: the single source of truth for the Snakefile and the CLI."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def slug(method: str) -> str:
+    """File-name form of a method name: 'Full DAS' -> 'full_das', 'PLOT-UOT' -> 'plot_uot'."""
+    return re.sub(r"[^a-z0-9{}]+", "_", method.lower()).strip("_")  # {wildcards} survive
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Paths under ``<output_dir>/<benchmark>/seed<seed>``; works with Snakemake wildcards too."""
+
+    root: str
+
+    def _p(self, rel: str) -> str:
+        return str(Path(self.root) / rel)
+
+    @property
+    def model(self) -> str:
+        return self._p("backbone/model.pt")
+
+    @property
+    def train_metrics(self) -> str:
+        return self._p("backbone/metrics.json")
+
+    def bank(self, split: str) -> str:
+        return self._p(f"banks/{split}.parquet")
+
+    def cache(self, split: str) -> str:
+        return self._p(f"cache/{split}.safetensors")
+
+    @property
+    def signatures(self) -> str:
+        return self._p("plot/signatures.npz")
+
+    @property
+    def couplings(self) -> str:
+        return self._p("plot/couplings.parquet")
+
+    def handles(self, method: str) -> str:
+        return self._p(f"handles/{slug(method)}.json")
+
+    def calibration(self, method: str) -> str:
+        return self._p(f"calibration/{slug(method)}.parquet")
+
+    def accuracy(self, method: str) -> str:
+        return self._p(f"accuracy/{slug(method)}.parquet")
+
+    def das_scores(self, method: str, layer: str) -> str:
+        return self._p(f"das/{slug(method)}/{layer}.parquet")
+
+    def das_bases(self, method: str, layer: str) -> str:
+        return self._p(f"das/{slug(method)}/{layer}.safetensors")
+
+    def runtime(self, job: str) -> str:
+        return self._p(f"runtime/{slug(job)}.parquet")
+
+    def log(self, job: str) -> str:
+        return self._p(f"logs/{slug(job)}.log")
+
+    def benchmark(self, job: str) -> str:
+        return self._p(f"benchmarks/{slug(job)}.tsv")

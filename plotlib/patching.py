@@ -1,0 +1,141 @@
+"""Interchange interventions through forward hooks on backbone taps.
+
+On a site's support, in the site's basis: ``h <- h + c * P(h_source - h)`` with c = gain x weight
+(METHOD.md 1). ``Subspace`` is that P: a coordinate mask or an orthonormal basis (PCA spans, DAS
+rotations). Source activations always come from the cache; patching starts from the cached base
+activation at the earliest edited tap and runs only the later layers.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from plotlib.sites import Location, Site
+
+
+@dataclass(frozen=True)
+class Subspace:
+    """The projection P of a site: a 0/1 coordinate ``mask`` (d,) or orthonormal ``basis`` (d, r)."""
+
+    mask: torch.Tensor | None = None
+    basis: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.mask is None) == (self.basis is None):
+            raise ValueError("a Subspace is either a coordinate mask or a basis, exactly one")
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        if self.mask is not None:
+            return delta * self.mask
+        return (delta @ self.basis) @ self.basis.T
+
+    @property
+    def rank(self) -> int:
+        return int(self.mask.sum()) if self.mask is not None else self.basis.shape[1]
+
+
+def site_subspace(site: Site, width: int, basis: torch.Tensor | None = None) -> Subspace:
+    """The subspace a site covers; ``basis`` (d, m) is required for ``basis`` supports."""
+    support = site.support
+    if support.kind == "basis":
+        if basis is None:
+            raise ValueError(f"site {site.id} is a basis span but no basis was given for {site.location.id}")
+        if max(support.indices) >= basis.shape[1]:
+            raise ValueError(f"site {site.id} needs {max(support.indices) + 1} components, basis has {basis.shape[1]}")
+        return Subspace(basis=basis[:, list(support.indices)])
+    mask = torch.zeros(width) if support.kind == "coords" else torch.ones(width)
+    if support.kind == "coords":
+        if max(support.indices) >= width:
+            raise ValueError(f"site {site.id} indexes past the width {width} of {site.location.id}")
+        mask[list(support.indices)] = 1.0
+    return Subspace(mask=mask)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One site's part of an intervention: where, which subspace, how strongly, from which source."""
+
+    location: Location
+    subspace: Subspace
+    coeff: float
+    source: torch.Tensor  # source activation at ``location`` for each base in the batch
+
+    def apply(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.coeff * self.subspace.project(self.source - h)
+
+
+def _apply_all(h: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
+    """Apply several edits at one tap in the same pass: each reads the unpatched activation."""
+    delta = sum(e.coeff * e.subspace.project(e.source - h) for e in edits)
+    return h + delta
+
+
+@contextmanager
+def hooked(backbone: nn.Module, edits_by_layer: dict[str, list[Edit]]) -> Iterator[None]:
+    """Forward hooks that rewrite tap outputs with the given edits while the block runs."""
+    handles = []
+    for layer, edits in edits_by_layer.items():
+        if any(e.location.position is not None for e in edits):
+            raise NotImplementedError("positioned edits need the transformer patching path")
+        handles.append(backbone.taps[layer].register_forward_hook(lambda _m, _i, out, edits=edits: _apply_all(out, edits)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def run_with_edits(
+    backbone: nn.Module,
+    x: torch.Tensor,
+    edits: Sequence[Edit],
+    base_acts: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Logits of the backbone on inputs ``x`` with all ``edits`` applied in one forward pass.
+
+    With ``base_acts`` (cached base activation per tap layer), the pass starts at the earliest
+    edited tap instead of the input, so only the layers after it run.
+    """
+    by_layer: dict[str, list[Edit]] = defaultdict(list)
+    for edit in edits:
+        by_layer[edit.location.layer].append(edit)
+    if not by_layer:
+        return backbone(x)
+    order = list(backbone.taps)
+    first = min(by_layer, key=order.index)
+    if base_acts is None or first not in base_acts:
+        with hooked(backbone, by_layer):
+            return backbone(x)
+    start = _apply_all(base_acts[first], by_layer.pop(first))
+    with hooked(backbone, by_layer):
+        return backbone.resume(first, start, x)
+
+
+def sweep_single_sites(
+    backbone: nn.Module,
+    layer: str,
+    base_h: torch.Tensor,
+    source_h: torch.Tensor,
+    subspaces: Sequence[Subspace],
+    x: torch.Tensor | None = None,
+    coeff: float = 1.0,
+    max_rows: int = 65536,
+) -> torch.Tensor:
+    """Logits (n_sites, B, out) for one interchange per subspace at ``layer``, many sites per forward:
+    the patched activations are stacked in the batch dimension and only the later layers run."""
+    n, batch = len(subspaces), base_h.shape[0]
+    delta = source_h - base_h
+    outs = []
+    per_chunk = max(1, max_rows // batch)
+    for start in range(0, n, per_chunk):
+        chunk = subspaces[start:start + per_chunk]
+        patched = torch.stack([base_h + coeff * s.project(delta) for s in chunk])
+        flat = patched.reshape(len(chunk) * batch, *base_h.shape[1:])
+        x_rep = None if x is None else x.repeat(len(chunk), *([1] * (x.dim() - 1)))
+        outs.append(backbone.resume(layer, flat, x_rep).reshape(len(chunk), batch, -1))
+    return torch.cat(outs)

@@ -1,0 +1,304 @@
+"""The stages of one (benchmark, seed) run, each a function the Snakemake rules call through the CLI.
+
+Every stage reads files written by earlier stages, writes its outputs atomically, and records the
+time of the algorithm itself as runtime rows (METHOD.md 8): each method is charged for what it needs
+beyond the shared backbone, banks and activation cache.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from plotlib import banks as banks_mod
+from plotlib.backbones import load_backbone, save_backbone
+from plotlib.cache import CachedBank, build_cache
+from plotlib.das import evaluate_rotation, train_rotation
+from plotlib.handles import Handle, candidate_handles, evaluate_handle
+from plotlib.io import atomic_path, read_json, write_json, write_parquet
+from plotlib.layout import RunPaths
+from plotlib.metrics import iia, selection_score
+from plotlib.patching import site_subspace
+from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature
+from plotlib.sites import Site, neuron_sites
+from plotlib.tasks import make_task
+from plotlib.timing import RuntimeLog
+from plotlib.training import factual_accuracy, train_backbone
+from plotlib.transport import conditional, couple, softmax_match
+
+log = logging.getLogger(__name__)
+
+#: Which solver family each coupling method uses, and its grid keys in the spec's ``plot`` section.
+COUPLING_METHODS = {"PLOT": ("sinkhorn", ("eps",)), "PLOT-UOT": ("uot", ("eps", "beta")), "cosine": ("softmax", ("temperature",))}
+ACCURACY_COLUMNS = ["benchmark", "seed", "stage", "method", "variable", "split", "metric", "value", "n", "sites", "hyperparameters"]
+
+
+@dataclass
+class Run:
+    """One (benchmark, seed): the resolved spec, its task, the file layout and a runtime log."""
+
+    spec_path: str
+    seed: int
+    root: str
+    resolved: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.resolved = read_json(self.spec_path)
+        self.spec = self.resolved["spec"]
+        self.benchmark = self.resolved["name"]
+        self.paths = RunPaths(self.root)
+        self.runtime = RuntimeLog(self.benchmark, self.seed)
+        self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed)
+
+    @cached_property
+    def backbone(self) -> torch.nn.Module:
+        return load_backbone(self.paths.model)
+
+    @cached_property
+    def locations(self):
+        return self.task.coarse_locations(self.backbone)
+
+    @cached_property
+    def widths(self) -> dict[str, int]:
+        return {loc.layer: self.backbone.width(loc.layer) for loc in self.locations}
+
+    @cached_property
+    def plot_sites(self) -> list[Site]:
+        """PLOT's candidate sites: every neuron of every coarse location (one stage, METHOD.md 5)."""
+        return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.layer])]
+
+    def bank(self, split: str) -> CachedBank:
+        return CachedBank.load(self.task, self.paths.bank(split), self.paths.cache(split))
+
+    def write_runtime(self, job: str) -> None:
+        write_parquet(self.runtime.frame(), self.paths.runtime(job))
+
+    def accuracy_rows(self, stage: str, method: str, variable: str, split: str, scores: dict, sites: str, hparams: dict) -> list[dict]:
+        n = {"sensitive": scores["n_sensitive"], "invariant": scores["n_invariant"]}
+        n["combined"] = n["sensitive"] + n["invariant"]
+        return [{"benchmark": self.benchmark, "seed": self.seed, "stage": stage, "method": method, "variable": variable,
+                 "split": split, "metric": m, "value": scores[m], "n": n[m], "sites": sites,
+                 "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in ("sensitive", "invariant", "combined")]
+
+
+def coarse_layers(spec: dict, seed: int) -> list[str]:
+    """Coarse layer names of a benchmark, from an untrained backbone built from its spec (for DAG fan-out)."""
+    task = make_task(spec["task"], spec["task_options"], seed)
+    return [loc.layer for loc in task.coarse_locations(task.build_backbone(spec["backbone"], seed))]
+
+
+def derived_seed(*parts: object) -> int:
+    """A stable 31-bit seed from the run seed and the names of what is being seeded."""
+    return zlib.crc32("|".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+# --- shared stages -------------------------------------------------------------------------------
+
+def stage_train(run: Run) -> None:
+    """Train the backbone (or load the given checkpoint) and record its factual accuracy."""
+    torch.manual_seed(run.seed)
+    checkpoint = run.spec["backbone"].get("checkpoint")
+    with run.runtime.stage("shared", "train_backbone"):
+        if checkpoint:
+            model = load_backbone(checkpoint)
+            held_out = run.task.sample_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
+            info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0, "checkpoint": checkpoint}
+        else:
+            model, info = train_backbone(run.task, run.spec, run.seed)
+    save_backbone(model, run.paths.model)
+    write_json(info, run.paths.train_metrics)
+    run.write_runtime("train")
+
+
+def stage_banks(run: Run) -> None:
+    with run.runtime.stage("shared", "banks"):
+        for split in banks_mod.SPLITS:
+            bank = banks_mod.make_bank(run.task, run.spec["banks"][split], run.seed, split)
+            write_parquet(bank, run.paths.bank(split))
+    run.write_runtime("banks")
+
+
+def stage_cache(run: Run, split: str) -> None:
+    with run.runtime.stage("shared", f"cache_{split}"):
+        bank = pd.read_parquet(run.paths.bank(split))
+        build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))
+    run.write_runtime(f"cache_{split}")
+
+
+# --- PLOT: signatures, couplings, calibrated handles --------------------------------------------
+
+def stage_signatures(run: Run) -> None:
+    """Abstract and neural output-effect signatures on the fit bank, and their cost matrix."""
+    cfg = run.spec["signatures"]
+    with run.runtime.stage("signatures", "signatures"):
+        fit = run.bank("fit")
+        sites = run.plot_sites
+        subspaces = [site_subspace(s, run.widths[s.location.layer]) for s in sites]
+        families = fit.frame["family"].tolist()
+        neural = signature(neural_effects(run.backbone, fit, sites, subspaces), families, cfg["aggregate"], cfg["normalize"])
+        abstract = signature(torch.stack([abstract_effects(fit, v) for v in run.task.targets]), families, cfg["aggregate"], cfg["normalize"])
+        cost = cost_matrix(abstract, neural, cfg["cost"])
+    with atomic_path(run.paths.signatures) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, abstract=abstract, neural=neural, cost=cost,
+                 variables=np.array(run.task.targets), sites=np.array([s.id for s in sites]))
+    run.write_runtime("signatures")
+
+
+def _solver_grid(run: Run, method: str) -> list[dict]:
+    keys = COUPLING_METHODS[method][1]
+    grids = [run.spec["plot"][k] for k in keys]
+    return [dict(zip(keys, combo)) for combo in np.array(np.meshgrid(*grids, indexing="ij")).reshape(len(keys), -1).T.tolist()]
+
+
+def stage_couple(run: Run, methods: Iterable[str]) -> None:
+    """Plans over each coupling method's solver grid, as a long table (method, params, variable, site, mass)."""
+    sig = np.load(run.paths.signatures)
+    cost, variables, sites = sig["cost"], sig["variables"].tolist(), sig["sites"].tolist()
+    rows = []
+    for method in methods:
+        solver = COUPLING_METHODS[method][0]
+        with run.runtime.stage(method, "couple"):
+            for params in _solver_grid(run, method):
+                plan = softmax_match(cost, params["temperature"]) / len(variables) if solver == "softmax" else couple(cost, solver, **params)
+                for vi, var in enumerate(variables):
+                    rows.extend({"method": method, "params": json.dumps(params, sort_keys=True), "variable": var,
+                                 "site": s, "mass": float(plan[vi, si])} for si, s in enumerate(sites))
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "seed", run.seed)
+    frame.insert(0, "benchmark", run.benchmark)
+    write_parquet(frame, run.paths.couplings)
+    run.write_runtime("couple")
+
+
+def _choose(scored: list[tuple[float, dict, object]]):
+    """Highest calibration score; ties go to the earliest candidate in grid order (deterministic)."""
+    best = max(range(len(scored)), key=lambda i: (scored[i][0], -i))
+    return scored[best]
+
+
+def stage_calibrate(run: Run, method: str) -> None:
+    """Choose each variable's handle on the calibration bank only, then evaluate it once on test."""
+    cal_rows, acc_rows, chosen = [], [], {}
+    with run.runtime.stage(method, "calibrate"):
+        cal = run.bank("calibration")
+        for variable in run.task.targets:
+            scored = []
+            for params, pi_row, sites in _coupling_rows(run, method, variable):
+                for hp, handle in candidate_handles(pi_row, sites, run.spec["plot"]["top_k"], run.spec["plot"]["gain"]):
+                    scores = evaluate_handle(run.backbone, cal, handle, variable, run.widths)
+                    hp = {**params, **hp}
+                    scored.append((selection_score(scores), hp, handle))
+                    cal_rows.append({"variable": variable, "hyperparameters": json.dumps(hp, sort_keys=True),
+                                     "sites": handle.label, **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
+            chosen[variable] = _choose(scored)
+    with run.runtime.stage(method, "test"):
+        test = run.bank("test")
+        for variable, (score, hp, handle) in chosen.items():
+            scores = evaluate_handle(run.backbone, test, handle, variable, run.widths)
+            acc_rows += run.accuracy_rows("handle", method, variable, "test", scores, handle.label, hp)
+    write_json({v: {"handle": h.to_json(), "hyperparameters": hp, "calibration_score": s} for v, (s, hp, h) in chosen.items()},
+               run.paths.handles(method))
+    write_parquet(pd.DataFrame(cal_rows), run.paths.calibration(method))
+    write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
+    run.write_runtime(f"calibrate_{method}")
+
+
+def _coupling_rows(run: Run, method: str, variable: str):
+    """(solver params, pi(S | variable), sites) for each solver setting; brute-force gets one-hot rows."""
+    sites = run.plot_sites
+    if method == "brute-force":
+        for i in range(len(sites)):
+            yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
+        return
+    plans = pd.read_parquet(run.paths.couplings)
+    plans = plans[(plans.method == method)]
+    by_id = {s.id: s for s in sites}
+    for params, group in plans.groupby("params", sort=False):
+        full = plans[plans.params == params].pivot(index="variable", columns="site", values="mass")
+        full = full[[s.id for s in sites]]
+        pi = conditional(full.to_numpy())[list(full.index).index(variable)]
+        yield json.loads(params), pi, [by_id[s] for s in full.columns]
+
+
+# --- DAS: one implementation for Full DAS and PLOT-DAS --------------------------------------------
+
+def _das_grid(run: Run, method: str, layer: str, variables: Iterable[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train DAS at ``layer`` for every (variable, k, lr) of the spec's grid; score each on calibration."""
+    cfg = run.spec["das"]
+    rows, bases = [], {}
+    train, cal = run.bank("das_train"), run.bank("calibration")
+    width = run.widths[layer]
+    for variable in variables:
+        for k in sorted({min(k, width) for k in cfg["dims"]}):
+            for lr in cfg["lrs"]:
+                seed = derived_seed(run.seed, method, layer, variable, k, lr)
+                q = train_rotation(run.backbone, train, layer, variable, k, lr, cfg["epochs"], cfg["batch_size"], seed)
+                scores = evaluate_rotation(run.backbone, cal, layer, variable, q)
+                key = f"{layer}/{variable}/k{k}/lr{lr}"
+                bases[key] = q.contiguous()
+                rows.append({"layer": layer, "variable": variable, "k": k, "lr": lr, "key": key,
+                             **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
+                log.info("%s %s %s k=%d lr=%g calibration combined IIA %.4f", method, layer, variable, k, lr, scores["combined"])
+    return rows, bases
+
+
+def _write_das(run: Run, method: str, tag: str, rows: list[dict], bases: dict[str, torch.Tensor]) -> None:
+    with atomic_path(run.paths.das_bases(method, tag)) as tmp:
+        save_file(bases, str(tmp))
+    write_parquet(pd.DataFrame(rows), run.paths.das_scores(method, tag))
+
+
+def stage_das_layer(run: Run, method: str, layer: str) -> None:
+    """One Full DAS job: the whole (variable, k, lr) grid at one coarse location."""
+    with run.runtime.stage(method, f"das_{layer}"):
+        rows, bases = _das_grid(run, method, layer, run.task.targets)
+    _write_das(run, method, layer, rows, bases)
+    run.write_runtime(f"das_{method}_{layer}")
+
+
+def guided_layer(run: Run, handle: Handle) -> str:
+    """The layer holding most of a handle's mass (ties: network order)."""
+    mass = handle.mass_by_layer()
+    order = [loc.layer for loc in run.locations]
+    return max(order, key=lambda layer: (mass.get(layer, 0.0), -order.index(layer)))
+
+
+def stage_guided_das(run: Run, method: str, guide: str) -> None:
+    """PLOT-DAS: for each variable, the DAS grid only at the layer of its ``guide`` handle."""
+    handles = read_json(run.paths.handles(guide))
+    rows, bases = [], {}
+    with run.runtime.stage(method, "das"):
+        for variable in run.task.targets:
+            layer = guided_layer(run, Handle.from_json(handles[variable]["handle"]))
+            r, b = _das_grid(run, method, layer, [variable])
+            rows += r
+            bases.update(b)
+    _write_das(run, method, "guided", rows, bases)
+    run.write_runtime(f"das_{method}")
+    stage_das_select(run, method, ["guided"])
+
+
+def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
+    """Pick each variable's best (layer, k, lr) by calibration score, then evaluate it once on test."""
+    acc_rows = []
+    with run.runtime.stage(method, "select_test"):
+        scores = pd.concat([pd.read_parquet(run.paths.das_scores(method, t)).assign(tag=t) for t in tags], ignore_index=True)
+        test = run.bank("test")
+        for variable in run.task.targets:
+            cand = scores[scores.variable == variable].reset_index(drop=True)
+            best = cand.iloc[int(np.argmax(cand["combined"].to_numpy()))]  # first maximum: grid order breaks ties
+            q = load_file(run.paths.das_bases(method, best.tag))[best.key]
+            result = evaluate_rotation(run.backbone, test, best.layer, variable, q)
+            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.layer}/das[k={best.k}]",
+                                          {"layer": best.layer, "k": int(best.k), "lr": float(best.lr)})
+    write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
+    run.write_runtime(f"select_{method}")

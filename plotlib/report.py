@@ -1,0 +1,153 @@
+"""Summary tables, runtime-versus-accuracy figures and coupling heatmaps from the runs' rows.
+
+Runtime accounting (METHOD.md 8): a method's counted time is the sum of the runtime rows of every
+piece of work it needs (``CHARGES``); backbone training, banks and the activation cache are the
+``shared`` rows, reported on their own and charged to no method.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
+from plotlib.layout import RunPaths, slug  # noqa: E402
+
+#: The runtime rows (by their ``method`` column) that each method's counted time includes.
+CHARGES = {
+    "PLOT": ("signatures", "PLOT"),
+    "PLOT-UOT": ("signatures", "PLOT-UOT"),
+    "cosine": ("signatures", "cosine"),
+    "brute-force": ("brute-force",),
+    "Full DAS": ("Full DAS",),
+    "PLOT-DAS": ("signatures", "PLOT", "PLOT-DAS"),
+}
+BASELINE = "Full DAS"
+
+
+def method_seconds(runtime: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Counted wall and CPU seconds per (benchmark, seed, method)."""
+    rows = []
+    for (bench, seed), group in runtime.groupby(["benchmark", "seed"]):
+        for method in methods:
+            part = group[group.method.isin(CHARGES[method])]
+            rows.append({"benchmark": bench, "seed": seed, "method": method,
+                         "seconds_wall": part.seconds_wall.sum(), "seconds_cpu": part.seconds_cpu.sum()})
+    return pd.DataFrame(rows)
+
+
+def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
+    """One row per (benchmark, method): test combined IIA (mean over variables, then seeds), counted
+    seconds (mean over seeds), speedup and IIA difference against Full DAS."""
+    test = accuracy[(accuracy.split == "test") & (accuracy.metric == "combined")]
+    per_seed = test.groupby(["benchmark", "method", "seed"], as_index=False)["value"].mean()
+    iia = per_seed.groupby(["benchmark", "method"], as_index=False)["value"].mean().rename(columns={"value": "iia"})
+    secs = seconds.groupby(["benchmark", "method"], as_index=False)[["seconds_wall", "seconds_cpu"]].mean()
+    out = iia.merge(secs, on=["benchmark", "method"], how="outer").rename(columns={"seconds_wall": "seconds"})
+    out["n_seeds"] = out.apply(lambda r: int((per_seed.benchmark == r.benchmark).values[(per_seed.method == r.method).values].sum()), axis=1)
+    base = out[out.method == BASELINE].set_index("benchmark")
+    out["speedup_vs_full_das"] = out.apply(lambda r: base.seconds.get(r.benchmark, np.nan) / r.seconds, axis=1)
+    out["delta_iia_vs_full_das"] = out.apply(lambda r: r.iia - base.iia.get(r.benchmark, np.nan), axis=1)
+    order = {m: i for i, m in enumerate(CHARGES)}
+    return out.sort_values(["benchmark", "method"], key=lambda c: c.map(order) if c.name == "method" else c).reset_index(drop=True)
+
+
+def _savefig(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def runtime_vs_iia_figure(summary: pd.DataFrame, benchmark: str, path: str | os.PathLike) -> None:
+    part = summary[summary.benchmark == benchmark]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, row in part.iterrows():
+        ax.scatter(row.seconds, row.iia, s=60)
+        ax.annotate(row.method, (row.seconds, row.iia), textcoords="offset points", xytext=(5, 4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("counted time per seed (s, log scale; all sweeps included)")
+    ax.set_ylabel("test IIA (combined, mean over variables)")
+    ax.set_title(f"{benchmark}: runtime versus IIA")
+    ax.grid(alpha=0.3)
+    _savefig(fig, path)
+
+
+def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: str | os.PathLike) -> None:
+    """pi(S | V) of the solver setting the calibration chose for each variable, chosen sites marked."""
+    part = couplings[couplings.method == method]
+    sites = list(dict.fromkeys(part.site))
+    variables = list(handles)
+    matrix = np.zeros((len(variables), len(sites)))
+    for i, var in enumerate(variables):
+        hp = handles[var]["hyperparameters"]
+        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain")}, sort_keys=True)
+        row = part[(part.params == params) & (part.variable == var)].set_index("site").mass.reindex(sites).to_numpy()
+        matrix[i] = row / row.sum()
+    fig, ax = plt.subplots(figsize=(max(6, len(sites) * 0.18), 1.2 + 0.5 * len(variables)))
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis")
+    for i, var in enumerate(variables):
+        for site in handles[var]["handle"]["sites"]:
+            ax.scatter(sites.index(site), i, marker="o", facecolors="none", edgecolors="red", s=60)
+    ax.set_yticks(range(len(variables)), variables)
+    ax.set_xticks(range(len(sites)), [s.replace("/coords", "") for s in sites], rotation=90, fontsize=6)
+    ax.set_title(f"{method}: pi(site | variable) at the calibrated solver setting (red: handle sites)")
+    fig.colorbar(im, ax=ax, fraction=0.02)
+    _savefig(fig, path)
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in frame.iterrows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def build_report(output_dir: str, runs: list[tuple[str, int]], methods: list[str]) -> None:
+    """Gather every run's rows into the top-level tables, figures and ``report.md``."""
+    out = Path(output_dir)
+    acc, rt, train = [], [], []
+    for bench, seed in runs:
+        paths = RunPaths(str(out / bench / f"seed{seed}"))
+        acc += [pd.read_parquet(paths.accuracy(m)) for m in methods]
+        rt += [pd.read_parquet(p) for p in sorted(Path(paths.root, "runtime").glob("*.parquet"))]
+        train.append({"benchmark": bench, "seed": seed, **read_json(paths.train_metrics)})
+    accuracy, runtime = pd.concat(acc, ignore_index=True), pd.concat(rt, ignore_index=True)
+    write_parquet(accuracy, out / "accuracy.parquet")
+    write_parquet(runtime, out / "runtime.parquet")
+    summary = summarize(accuracy, method_seconds(runtime, methods))
+    with atomic_path(out / "summary.csv") as tmp:
+        summary.to_csv(tmp, index=False)
+
+    lines = ["# plotlib report", "", "Counted time follows METHOD.md section 8: every sweep a method needs is included;",
+             "backbone training, banks and the activation cache are shared rows charged to no method.", ""]
+    for bench in sorted(summary.benchmark.unique()):
+        lines += [f"## {bench}", ""]
+        tr = pd.DataFrame([t for t in train if t["benchmark"] == bench])
+        lines += [f"Backbone factual accuracy per seed: {', '.join(f'{a:.4f}' for a in tr.factual_accuracy)}", ""]
+        test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
+        table = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
+        table = table.merge(summary[summary.benchmark == bench][["method", "seconds", "speedup_vs_full_das", "delta_iia_vs_full_das"]], on="method")
+        table["method"] = pd.Categorical(table.method, [m for m in CHARGES if m in methods])
+        table = table.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "seconds",
+                                                           "speedup_vs_full_das", "delta_iia_vs_full_das"]]
+        lines += ["Test IIA per variable (mean over seeds), counted seconds per seed, speedup and IIA difference versus Full DAS:", "",
+                  _markdown(table), ""]
+        shared = runtime[(runtime.benchmark == bench) & (runtime.method == "shared")].groupby("stage")[["seconds_wall", "seconds_cpu"]].mean()
+        lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
+        fig = f"figures/{bench}_runtime_vs_iia.png"
+        runtime_vs_iia_figure(summary, bench, out / fig)
+        lines += [f"![runtime versus IIA]({fig})", ""]
+        first = RunPaths(str(out / bench / f"seed{runs[0][1]}"))
+        for method in [m for m in ("PLOT", "PLOT-UOT") if m in methods]:
+            fig = f"figures/{bench}_coupling_{slug(method)}_seed{runs[0][1]}.png"
+            coupling_figure(pd.read_parquet(first.couplings), read_json(first.handles(method)), method, out / fig)
+            lines += [f"![{method} coupling]({fig})", ""]
+    write_text("\n".join(lines), out / "report.md")

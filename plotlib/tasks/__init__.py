@@ -1,0 +1,93 @@
+"""Benchmark tasks, registered by name so users add their own without editing the library.
+
+A task bundles a causal model, its target variables, the input encoding, a pair sampler with
+counterfactual families, a backbone factory, a readout and the coarse site grid. Register one with::
+
+    @register_task("my_task")
+    class MyTask(Task): ...
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plotlib.causal import CausalModel
+from plotlib.readout import BitsReadout, SoftmaxReadout
+from plotlib.sites import Location
+
+_REGISTRY: dict[str, type["Task"]] = {}
+_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality",)
+
+
+def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
+    def wrap(cls: type["Task"]) -> type["Task"]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"task {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_tasks() -> list[str]:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    return sorted(_REGISTRY)
+
+
+def make_task(name: str, options: dict[str, Any], seed: int) -> "Task":
+    """Instantiate a registered task; ``name`` may also be ``package.module:Class`` for user tasks."""
+    if ":" in name:
+        module, _, cls_name = name.partition(":")
+        return getattr(importlib.import_module(module), cls_name)(options, seed)
+    if name not in available_tasks():
+        raise ValueError(f"unknown task {name!r}; available: {available_tasks()}")
+    return _REGISTRY[name](options, seed)
+
+
+class Task(ABC):
+    """What a benchmark case must provide. Inputs travel as DataFrames of input-variable columns."""
+
+    name: str = ""
+    causal_model: CausalModel
+    targets: tuple[str, ...]
+    readout: SoftmaxReadout | BitsReadout
+
+    def __init__(self, options: dict[str, Any], seed: int) -> None:
+        self.options = dict(options)
+        self.seed = seed
+
+    @abstractmethod
+    def sample_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+        """``n`` factual inputs (one column per input variable), e.g. for backbone training."""
+
+    @abstractmethod
+    def sample_pairs(self, rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+        """``n`` (base, source) input pairs and the counterfactual family of each pair."""
+
+    @abstractmethod
+    def encode(self, inputs: pd.DataFrame) -> torch.Tensor:
+        """Backbone input tensor for a frame of inputs."""
+
+    @abstractmethod
+    def label(self, output_value: Any) -> int:
+        """Integer label (class index or bit mask) of a causal-model output value."""
+
+    @abstractmethod
+    def build_backbone(self, options: dict[str, Any], seed: int) -> torch.nn.Module:
+        """A fresh, seeded backbone exposing the :class:`plotlib.backbones.Backbone` interface."""
+
+    @abstractmethod
+    def coarse_locations(self, backbone: torch.nn.Module) -> list[Location]:
+        """The Stage A candidate locations, in network order."""
+
+    def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
+        """Integer labels of the causal model's output for each row of ``inputs``."""
+        rows = inputs[list(self.causal_model.inputs)].to_dict("records")
+        return np.array([self.label(self.causal_model.run(r, interventions)[self.causal_model.output]) for r in rows])

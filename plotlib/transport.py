@@ -1,0 +1,83 @@
+"""Couplings between target variables (rows) and candidate sites (columns), uniform masses.
+
+Balanced entropic OT and exact EMD come from POT. Unbalanced OT (hard variable marginal, KL-relaxed
+site marginal) is solved here in the log domain, because POT 0.9.7's unbalanced solvers underflow
+(or diverge) at the small regularizations of the calibration grid (eps ~ 1e-3 on unit-scale costs);
+``tests/test_transport.py`` checks it against POT where POT is stable.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import ot
+from scipy.special import logsumexp
+
+SOLVERS = ("sinkhorn", "uot", "emd")
+
+
+def uniform(n: int) -> np.ndarray:
+    return np.full(n, 1.0 / n)
+
+
+def sinkhorn_log_unbalanced(
+    a: np.ndarray, b: np.ndarray, cost: np.ndarray, eps: float, rho_a: float, rho_b: float,
+    max_iter: int = 5000, tol: float = 1e-9,
+) -> np.ndarray:
+    """Entropic unbalanced OT with KL marginal penalties ``rho_a``, ``rho_b`` (``inf`` = hard).
+
+    Log-domain dual updates f <- tau_a * softmin, g <- tau_b * softmin with tau = rho / (rho + eps);
+    the plan is a_i b_j exp((f_i + g_j - C_ij) / eps).
+    """
+    if eps <= 0:
+        raise ValueError(f"eps must be positive, got {eps}")
+    tau_a = 1.0 if math.isinf(rho_a) else rho_a / (rho_a + eps)
+    tau_b = 1.0 if math.isinf(rho_b) else rho_b / (rho_b + eps)
+    log_a, log_b = np.log(a), np.log(b)
+    f, g = np.zeros_like(a), np.zeros_like(b)
+    for _ in range(max_iter):
+        f_new = -tau_a * eps * logsumexp(log_b[None, :] + (g[None, :] - cost) / eps, axis=1)
+        g_new = -tau_b * eps * logsumexp(log_a[:, None] + (f_new[:, None] - cost) / eps, axis=0)
+        done = max(np.abs(f_new - f).max(), np.abs(g_new - g).max()) < tol
+        f, g = f_new, g_new
+        if done:
+            break
+    return np.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - cost) / eps)
+
+
+def couple(cost: np.ndarray, solver: str, eps: float | None = None, beta: float | None = None) -> np.ndarray:
+    """The plan (variables x sites) for ``cost`` with uniform marginals.
+
+    ``sinkhorn``: balanced entropic OT, log domain (POT). ``uot``: variable marginal hard, site
+    marginal KL-relaxed with weight ``beta``. ``emd``: exact OT (POT).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2 or not np.isfinite(cost).all():
+        raise ValueError(f"cost must be a finite 2-D matrix, got shape {cost.shape} with non-finite entries: {not np.isfinite(cost).all()}")
+    a, b = uniform(cost.shape[0]), uniform(cost.shape[1])
+    if solver == "sinkhorn":
+        plan = ot.sinkhorn(a, b, cost, eps, method="sinkhorn_log", numItermax=5000, stopThr=1e-9)
+    elif solver == "uot":
+        if beta is None or beta <= 0:
+            raise ValueError(f"unbalanced OT needs beta > 0, got {beta}")
+        plan = sinkhorn_log_unbalanced(a, b, cost, eps, math.inf, beta)
+    elif solver == "emd":
+        plan = ot.emd(a, b, cost)
+    else:
+        raise ValueError(f"unknown solver {solver!r}; solvers are {SOLVERS}")
+    if not np.isfinite(plan).all():
+        raise FloatingPointError(f"{solver} plan has non-finite entries (eps={eps}, beta={beta})")
+    return plan
+
+
+def conditional(plan: np.ndarray) -> np.ndarray:
+    """Row-normalized plan: pi(site | variable)."""
+    rows = plan.sum(axis=1, keepdims=True)
+    if (rows <= 0).any():
+        raise FloatingPointError("a variable received no transport mass")
+    return plan / rows
+
+
+def softmax_match(cost: np.ndarray, temperature: float) -> np.ndarray:
+    """The cosine/softmax-matching baseline: row-wise softmax of the negated cost, no transport."""
+    return np.exp(-cost / temperature - logsumexp(-cost / temperature, axis=1, keepdims=True))

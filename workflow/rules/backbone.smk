@@ -1,0 +1,34 @@
+# The benchmark spec, resolved once; the backbone, trained (or loaded from backbone.checkpoint).
+
+
+rule resolve_spec:
+    input:
+        benchmark="benchmarks/{benchmark}.yaml",
+        schema=str(SCHEMAS / "benchmark.schema.yaml"),
+    output:
+        SPEC,
+    params:
+        scale=CFG["scale"],
+    localrule: True
+    shell:
+        "{PY} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
+        " --scale {params.scale} --schema {input.schema} --out {output}"
+
+
+rule train_backbone:
+    input:
+        spec=SPEC,
+    output:
+        model=P.model,
+        metrics=P.train_metrics,
+        runtime=P.runtime("train"),
+    log:
+        P.log("train"),
+    benchmark:
+        P.benchmark("train")
+    threads: THREADS
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        f"{PLOTLIB} train {RUN_ARGS} 2> {{log}}"

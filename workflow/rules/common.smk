@@ -1,0 +1,48 @@
+# Config validation (before any job runs), paths and helpers shared by every rule.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from plotlib.config import ConfigError, load_run
+from plotlib.layout import RunPaths, slug
+from plotlib.pipeline import COUPLING_METHODS, coarse_layers
+
+BASE = Path(workflow.basedir)
+SCHEMAS = BASE / "workflow" / "schemas"
+try:
+    RUN = load_run(config, SCHEMAS, BASE / "benchmarks")
+except ConfigError as err:
+    raise WorkflowError(str(err))
+CFG = RUN.config
+OUT = CFG["output_dir"]
+METHODS = CFG["methods"]
+METHOD_BY_SLUG = {slug(m): m for m in METHODS}
+PY = sys.executable
+THREADS = CFG["threads"]
+# The plotlib CLI, with this run's torch threads.
+PLOTLIB = f"{PY} -m plotlib --threads {THREADS}"
+
+if "PLOT-DAS" in METHODS and "PLOT" not in METHODS:
+    raise WorkflowError("config key 'methods': PLOT-DAS needs PLOT (it trains DAS where PLOT's handle sits)")
+
+# Wildcard path patterns of one (benchmark, seed) run.
+P = RunPaths(f"{OUT}/{{benchmark}}/seed{{seed}}")
+SPEC = f"{OUT}/{{benchmark}}/spec.json"
+# Arguments every per-run CLI call takes (formatted by Snakemake in each rule).
+RUN_ARGS = "--spec {input.spec} --seed {wildcards.seed} --run-dir " + OUT + "/{wildcards.benchmark}/seed{wildcards.seed}"
+
+wildcard_constraints:
+    benchmark="[A-Za-z0-9_-]+",
+    seed=r"\d+",
+    split="fit|calibration|test|das_train",
+    layer="[A-Za-z0-9_.-]+",
+
+
+def layers_of(wildcards):
+    """Coarse layer names of a benchmark's backbone, known from its spec before training."""
+    return coarse_layers(RUN.benchmarks[wildcards.benchmark], int(wildcards.seed))
+
+
+def run_roots():
+    return [(b, s) for b in RUN.benchmarks for s in CFG["seeds"]]

@@ -1,0 +1,39 @@
+# Pair banks and the shared activation cache (one file per bank, every coarse location inside).
+
+
+rule make_banks:
+    input:
+        spec=SPEC,
+    output:
+        banks=[P.bank(s) for s in ("fit", "calibration", "test", "das_train")],
+        runtime=P.runtime("banks"),
+    log:
+        P.log("banks"),
+    benchmark:
+        P.benchmark("banks")
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        f"{PLOTLIB} banks {RUN_ARGS} 2> {{log}}"
+
+
+rule cache_activations:
+    input:
+        spec=SPEC,
+        model=P.model,
+        bank=P.bank("{split}"),
+    output:
+        cache=P.cache("{split}"),
+        runtime=P.runtime("cache_{split}"),
+    log:
+        P.log("cache_{split}"),
+    benchmark:
+        P.benchmark("cache_{split}")
+    threads: THREADS
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    shell:
+        f"{PLOTLIB} cache {RUN_ARGS} --split {{wildcards.split}} 2> {{log}}"
