@@ -1,10 +1,12 @@
 # plotlib: PLOT versus exhaustive DAS as a Snakemake workflow. Run `snakemake --cores 2`.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"

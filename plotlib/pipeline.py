@@ -80,7 +80,9 @@ class Run:
         return CachedBank.load(self.task, self.paths.bank(split), self.paths.cache(split))
 
     def write_runtime(self, job: str) -> None:
+        """Write the rows timed since the last write to ``job``'s runtime file (each row lands once)."""
         write_parquet(self.runtime.frame(), self.paths.runtime(job))
+        self.runtime.rows.clear()
 
     def accuracy_rows(self, stage: str, method: str, variable: str, split: str, scores: dict, sites: str, hparams: dict) -> list[dict]:
         n = {"sensitive": scores["n_sensitive"], "invariant": scores["n_invariant"]}
@@ -192,8 +194,10 @@ def stage_calibrate(run: Run, method: str) -> None:
         cal = run.bank("calibration")
         for variable in run.task.targets:
             scored = []
+            # brute-force is the localist baseline: one site, plain full interchange (k = 1, gain = 1)
+            top_k, gains = ([1], [1.0]) if method == "brute-force" else (run.spec["plot"]["top_k"], run.spec["plot"]["gain"])
             for params, pi_row, sites in _coupling_rows(run, method, variable):
-                for hp, handle in candidate_handles(pi_row, sites, run.spec["plot"]["top_k"], run.spec["plot"]["gain"]):
+                for hp, handle in candidate_handles(pi_row, sites, top_k, gains):
                     scores = evaluate_handle(run.backbone, cal, handle, variable, run.widths)
                     hp = {**params, **hp}
                     scored.append((selection_score(scores), hp, handle))
@@ -220,13 +224,12 @@ def _coupling_rows(run: Run, method: str, variable: str):
             yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
         return
     plans = pd.read_parquet(run.paths.couplings)
-    plans = plans[(plans.method == method)]
+    plans = plans[plans.method == method]
     by_id = {s.id: s for s in sites}
     for params, group in plans.groupby("params", sort=False):
-        full = plans[plans.params == params].pivot(index="variable", columns="site", values="mass")
-        full = full[[s.id for s in sites]]
-        pi = conditional(full.to_numpy())[list(full.index).index(variable)]
-        yield json.loads(params), pi, [by_id[s] for s in full.columns]
+        plan = group.pivot(index="variable", columns="site", values="mass")[[s.id for s in sites]]
+        pi = conditional(plan.to_numpy())[list(plan.index).index(variable)]
+        yield json.loads(params), pi, [by_id[s] for s in plan.columns]
 
 
 # --- DAS: one implementation for Full DAS and PLOT-DAS --------------------------------------------

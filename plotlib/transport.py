@@ -35,9 +35,9 @@ def sinkhorn_log_unbalanced(
     tau_b = 1.0 if math.isinf(rho_b) else rho_b / (rho_b + eps)
     log_a, log_b = np.log(a), np.log(b)
     f, g = np.zeros_like(a), np.zeros_like(b)
-    for _ in range(max_iter):
-        f_new = -tau_a * eps * logsumexp(log_b[None, :] + (g[None, :] - cost) / eps, axis=1)
-        g_new = -tau_b * eps * logsumexp(log_a[:, None] + (f_new[:, None] - cost) / eps, axis=0)
+    for _ in range(max_iter):  # the site update first, so a hard variable marginal holds exactly on exit
+        g_new = -tau_b * eps * logsumexp(log_a[:, None] + (f[:, None] - cost) / eps, axis=0)
+        f_new = -tau_a * eps * logsumexp(log_b[None, :] + (g_new[None, :] - cost) / eps, axis=1)
         done = max(np.abs(f_new - f).max(), np.abs(g_new - g).max()) < tol
         f, g = f_new, g_new
         if done:

@@ -3,7 +3,7 @@
 
 rule resolve_spec:
     input:
-        benchmark="benchmarks/{benchmark}.yaml",
+        benchmark=str(BASE / "benchmarks" / "{benchmark}.yaml"),
         schema=str(SCHEMAS / "benchmark.schema.yaml"),
     output:
         SPEC,

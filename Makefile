@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine with Python >= 3.11:
+#   make run   - create .venv if missing, install the pinned set, run the main job (config/config.yaml)
+#   make test  - the same setup, then the test suite
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= 2
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test setup clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned, so pip never resolves a different (CUDA-sized) build for it.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	MPLCONFIGDIR=$$(mktemp -d) XDG_CACHE_HOME=$$(mktemp -d) $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf results .snakemake

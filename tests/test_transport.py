@@ -1,0 +1,53 @@
+import numpy as np
+import ot
+import pytest
+
+from plotlib.transport import conditional, couple, sinkhorn_log_unbalanced, softmax_match
+
+
+@pytest.fixture
+def cost():
+    return np.random.default_rng(0).random((3, 20)) * 2
+
+
+@pytest.mark.parametrize("eps", [0.001, 0.01, 0.3, 3.0])
+def test_balanced_plans_meet_marginals(cost, eps):
+    plan = couple(cost, "sinkhorn", eps=eps)
+    assert np.allclose(plan.sum(1), 1 / 3, atol=1e-6)
+    assert np.allclose(plan.sum(0), 1 / 20, atol=1e-6)
+
+
+def test_emd_meets_marginals(cost):
+    plan = couple(cost, "emd")
+    assert np.allclose(plan.sum(1), 1 / 3) and np.allclose(plan.sum(0), 1 / 20)
+
+
+@pytest.mark.parametrize("eps", [0.001, 0.01, 0.3])
+def test_unbalanced_keeps_variable_marginal_hard_and_concentrates(cost, eps):
+    plan = couple(cost, "uot", eps=eps, beta=0.5)
+    assert np.all(np.isfinite(plan))
+    assert np.allclose(plan.sum(1), 1 / 3, atol=1e-6)
+    if eps <= 0.01:  # small eps and a relaxed site marginal: each variable's mass goes to its cheapest site
+        assert (plan.argmax(1) == cost.argmin(1)).all()
+
+
+@pytest.mark.parametrize("eps,rho", [(0.3, 0.5), (1.0, 2.0), (0.1, 5.0)])
+def test_log_domain_unbalanced_matches_pot_where_pot_is_stable(cost, eps, rho):
+    a, b = np.full(3, 1 / 3), np.full(20, 1 / 20)
+    ours = sinkhorn_log_unbalanced(a, b, cost, eps, rho, rho)
+    theirs = ot.unbalanced.sinkhorn_unbalanced(a, b, cost, eps, reg_m=rho, numItermax=20000, stopThr=1e-12)
+    assert np.allclose(ours, theirs, atol=1e-7)
+
+
+def test_conditional_and_softmax_rows_sum_to_one(cost):
+    assert np.allclose(conditional(couple(cost, "sinkhorn", eps=0.1)).sum(1), 1)
+    assert np.allclose(softmax_match(cost, 0.05).sum(1), 1)
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="unknown solver"):
+        couple(np.ones((2, 2)), "gw", eps=1)
+    with pytest.raises(ValueError, match="finite"):
+        couple(np.array([[np.nan, 1.0]]), "sinkhorn", eps=1)
+    with pytest.raises(ValueError, match="beta"):
+        couple(np.ones((2, 2)), "uot", eps=1)
