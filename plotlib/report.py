@@ -102,6 +102,15 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
     _savefig(fig, path)
 
 
+def figure_paths(benchmark: str, first_seed: int, methods: list[str]) -> dict[str, str]:
+    """Figure files of one benchmark, relative to the output dir: the runtime-versus-IIA plot and the
+    coupling heatmap of each OT method on the first seed (the Snakefile declares the same names)."""
+    paths = {"runtime_vs_iia": f"figures/{benchmark}_runtime_vs_iia.png"}
+    for method in (m for m in ("PLOT", "PLOT-UOT") if m in methods):
+        paths[f"coupling_{slug(method)}"] = f"figures/{benchmark}_coupling_{slug(method)}_seed{first_seed}.png"
+    return paths
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -142,12 +151,13 @@ def build_report(output_dir: str, runs: list[tuple[str, int]], methods: list[str
                   _markdown(table), ""]
         shared = runtime[(runtime.benchmark == bench) & (runtime.method == "shared")].groupby("stage")[["seconds_wall", "seconds_cpu"]].mean()
         lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
-        fig = f"figures/{bench}_runtime_vs_iia.png"
-        runtime_vs_iia_figure(summary, bench, out / fig)
-        lines += [f"![runtime versus IIA]({fig})", ""]
-        first = RunPaths(str(out / bench / f"seed{runs[0][1]}"))
+        first_seed = next(seed for b, seed in runs if b == bench)
+        figs = figure_paths(bench, first_seed, methods)
+        runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
+        lines += [f"![runtime versus IIA]({figs['runtime_vs_iia']})", ""]
+        first = RunPaths(str(out / bench / f"seed{first_seed}"))
         for method in [m for m in ("PLOT", "PLOT-UOT") if m in methods]:
-            fig = f"figures/{bench}_coupling_{slug(method)}_seed{runs[0][1]}.png"
+            fig = figs[f"coupling_{slug(method)}"]
             coupling_figure(pd.read_parquet(first.couplings), read_json(first.handles(method)), method, out / fig)
             lines += [f"![{method} coupling]({fig})", ""]
     write_text("\n".join(lines), out / "report.md")

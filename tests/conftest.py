@@ -14,6 +14,7 @@ from plotlib.banks import make_bank  # noqa: E402
 from plotlib.cache import CachedBank, build_cache  # noqa: E402
 from plotlib.tasks import make_task  # noqa: E402
 from plotlib.training import train_backbone  # noqa: E402
+from workflow_runs import tiny_run  # noqa: E402
 
 TRAINING = {"lr": 0.003, "weight_decay": 0.1, "batch_size": 256, "steps": 1500, "eval_every": 10_000,
             "eval_size": 1000, "min_accuracy": 0.9}
@@ -37,3 +38,9 @@ def cached_bank(task, mlp, tmp_path_factory):
     path = tmp_path_factory.mktemp("cache") / "calibration.safetensors"
     build_cache(task, mlp, bank, task.coarse_locations(mlp), path)
     return CachedBank(task, bank, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_results(tmp_path_factory):
+    """One real local Snakemake run of the tiny config, shared by the workflow, cluster and report tests."""
+    return tiny_run(tmp_path_factory.mktemp("tiny_local"))

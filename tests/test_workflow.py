@@ -1,42 +1,15 @@
 """Real Snakemake runs of a tiny config in temp dirs: outputs, schemas, figures, determinism, bad input."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import yaml
 
 from plotlib.backbones import load_backbone
 from plotlib.config import ConfigError, load_yaml, resolve_benchmark
+from workflow_runs import ROOT, snakemake, tiny_run
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS"]
-
-
-def snakemake(workdir: Path, *args: str, config: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if config is not None:
-        path = workdir / "run.yaml"
-        path.write_text(yaml.safe_dump(config))
-        cmd += ["--configfile", str(path)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=900)
-
-
-def tiny_run(workdir: Path) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    result = snakemake(workdir, config={"output_dir": "results", "scale": "tiny", "seeds": [0]})
-    assert result.returncode == 0, result.stderr[-4000:]
-    return workdir / "results"
-
-
-@pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory) -> Path:
-    return tiny_run(tmp_path_factory.mktemp("run_a"))
 
 
 def test_summary_has_every_method_and_column(tiny_results):

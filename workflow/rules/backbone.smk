@@ -10,6 +10,10 @@ rule resolve_spec:
     params:
         scale=CFG["scale"],
     localrule: True
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
     shell:
         "{PY} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
         " --scale {params.scale} --schema {input.schema} --out {output}"
@@ -28,7 +32,8 @@ rule train_backbone:
         P.benchmark("train")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **sized("train_backbone"),
+    group:
+        "prepare"
     shell:
         f"{PLOTLIB} train {RUN_ARGS} 2> {{log}}"

@@ -46,3 +46,16 @@ def layers_of(wildcards):
 
 def run_roots():
     return [(b, s) for b in RUN.benchmarks for s in CFG["seeds"]]
+
+
+def sized(rule_name):
+    """A rule's mem_mb and runtime (minutes), from its benchmark spec's ``resources`` (scale applied)."""
+
+    def pick(key):
+        def get(wildcards):
+            sizes = RUN.benchmarks[wildcards.benchmark]["resources"]
+            return sizes.get(rule_name, sizes["default"])[key]
+
+        return get
+
+    return {"mem_mb": pick("mem_mb"), "runtime": pick("runtime")}

@@ -19,8 +19,7 @@ rule full_das_layer:
         P.benchmark("full_das_{layer}")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=60,
+        **sized("full_das_layer"),
     shell:
         f"{PLOTLIB} das-layer {RUN_ARGS} --method 'Full DAS' --layer {{wildcards.layer}} 2> {{log}}"
 
@@ -42,8 +41,9 @@ rule full_das_select:
         P.benchmark("full_das_select")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=10,
+        **sized("full_das_select"),
+    group:
+        "select"
     shell:
         f"{PLOTLIB} das-select {RUN_ARGS} --method 'Full DAS' --layers {{params.layers}} 2> {{log}}"
 
@@ -66,7 +66,6 @@ rule plot_das:
         P.benchmark("plot_das")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=60,
+        **sized("plot_das"),
     shell:
         f"{PLOTLIB} guided-das {RUN_ARGS} --method PLOT-DAS --guide PLOT 2> {{log}}"

@@ -13,8 +13,9 @@ rule make_banks:
         P.benchmark("banks")
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        **sized("make_banks"),
+    group:
+        "prepare"
     shell:
         f"{PLOTLIB} banks {RUN_ARGS} 2> {{log}}"
 
@@ -33,7 +34,8 @@ rule cache_activations:
         P.benchmark("cache_{split}")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **sized("cache_activations"),
+    group:
+        "prepare"
     shell:
         f"{PLOTLIB} cache {RUN_ARGS} --split {{wildcards.split}} 2> {{log}}"

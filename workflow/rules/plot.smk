@@ -16,8 +16,9 @@ rule signatures:
         P.benchmark("signatures")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **sized("signatures"),
+    group:
+        "plot"
     shell:
         f"{PLOTLIB} signatures {RUN_ARGS} 2> {{log}}"
 
@@ -37,8 +38,9 @@ rule couple:
         P.benchmark("couple")
     threads: THREADS
     resources:
-        mem_mb=1000,
-        runtime=30,
+        **sized("couple"),
+    group:
+        "plot"
     shell:
         f"{PLOTLIB} couple {RUN_ARGS} --methods {{params.methods}} 2> {{log}}"
 
@@ -69,7 +71,8 @@ rule calibrate:
         P.benchmark("calibrate_{method}")
     threads: THREADS
     resources:
-        mem_mb=2000,
-        runtime=60,
+        **sized("calibrate"),
+    group:
+        "plot"
     shell:
         f"{PLOTLIB} calibrate {RUN_ARGS} --method '{{params.method}}' 2> {{log}}"

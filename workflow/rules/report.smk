@@ -1,6 +1,23 @@
 # The report: long tables, summary.csv, report.md and figures, from every (benchmark, seed) run.
 
-REPORT_OUTPUTS = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parquet", "summary.csv", "report.md")]
+from plotlib.report import figure_paths
+
+report: "../report/workflow.rst"
+
+REPORT_TABLES = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parquet", "report.md")]
+FIGURES = {
+    (bench, kind): f"{OUT}/{path}"
+    for bench in RUN.benchmarks
+    for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS).items()
+}
+REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values()]
+
+
+def _figure_report(bench, kind):
+    caption = "../report/runtime_vs_iia.rst" if kind == "runtime_vs_iia" else "../report/coupling.rst"
+    return report(FIGURES[bench, kind], caption=caption, category=bench,
+                  subcategory="runtime versus IIA" if kind == "runtime_vs_iia" else "couplings",
+                  labels={"benchmark": bench, "figure": kind.replace("_", " ")})
 
 
 rule report:
@@ -8,12 +25,16 @@ rule report:
         accuracy=[P.accuracy(m).format(benchmark=b, seed=s) for b, s in run_roots() for m in METHODS],
         metrics=[P.train_metrics.format(benchmark=b, seed=s) for b, s in run_roots()],
     output:
-        REPORT_OUTPUTS,
+        *REPORT_TABLES,
+        report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="summary",
+               labels={"table": "summary per benchmark and method"}),
+        *[_figure_report(bench, kind) for bench, kind in FIGURES],
     params:
         runs=" ".join(f"{b}:{s}" for b, s in run_roots()),
         methods=" ".join(f"'{m}'" for m in METHODS),
     log:
         f"{OUT}/logs/report.log",
+    localrule: True
     threads: 1
     resources:
         mem_mb=1000,

@@ -1,0 +1,44 @@
+"""Run the real Snakemake workflow from tests: in a temp working directory, with a config of the test's."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"output_dir": "results", "scale": "tiny", "seeds": [0]}
+
+
+def snakemake(workdir: Path, *args: str, config: dict | None = None, env: dict | None = None,
+              cores: int | None = 2, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``snakemake`` on the project's Snakefile in ``workdir``; a run past ``timeout`` fails the test
+    (its whole process group is killed) instead of hanging."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir)]
+    if cores:
+        cmd += ["--cores", str(cores)]
+    if config is not None:
+        path = workdir / "run.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(path)]
+    proc = subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"snakemake {' '.join(args)} did not finish in {timeout} s:\n{err[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def tiny_run(workdir: Path) -> Path:
+    """The tiny config run locally in ``workdir``; returns its results directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = snakemake(workdir, config=TINY)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir / "results"
