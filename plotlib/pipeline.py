@@ -6,12 +6,12 @@ beyond the shared backbone, banks and activation cache.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -26,7 +26,7 @@ from plotlib.das import evaluate_rotation, train_rotation
 from plotlib.handles import Handle, candidate_handles, evaluate_handle
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
-from plotlib.metrics import iia, selection_score
+from plotlib.metrics import selection_score
 from plotlib.patching import site_subspace
 from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature
 from plotlib.sites import Site, neuron_sites
@@ -157,8 +157,7 @@ def stage_signatures(run: Run) -> None:
 
 def _solver_grid(run: Run, method: str) -> list[dict]:
     keys = COUPLING_METHODS[method][1]
-    grids = [run.spec["plot"][k] for k in keys]
-    return [dict(zip(keys, combo)) for combo in np.array(np.meshgrid(*grids, indexing="ij")).reshape(len(keys), -1).T.tolist()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(run.spec["plot"][k] for k in keys))]
 
 
 def stage_couple(run: Run, methods: Iterable[str]) -> None:

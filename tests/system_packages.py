@@ -16,7 +16,7 @@ def missing_reason(binaries: list[str], packages: list[str], timeout: int = 900)
     if not shutil.which("apt-get"):
         return f"needs {', '.join(packages)} and this machine has no apt-get"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *packages]):
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -42,10 +42,10 @@ def test_multi_layer_handle_matches_hooked_full_forward(mlp, cached_bank):
     # evaluate_handle resumes from h1's cached activation; compare with hooks over a full forward
     edits = [Edit(s.location, site_subspace(s, 16), 2.0 * w, cached_bank.acts("source", s.location.layer))
              for s, w in zip(handle.sites, handle.weights)]
-    expected = task_predict = cached_bank.task.readout.predict(run_with_edits(mlp, cached_bank.x_base, edits))
+    task_predict = cached_bank.task.readout.predict(run_with_edits(mlp, cached_bank.x_base, edits))
     got = evaluate_handle(mlp, cached_bank, handle, "WX", widths)
     want = iia(task_predict, cached_bank.labels("WX"), cached_bank.sensitive("WX"))
-    assert got == want and expected.shape[0] == len(cached_bank.frame)
+    assert got == want and task_predict.shape[0] == len(cached_bank.frame)
 
 
 def test_das_with_full_dimension_equals_full_interchange(mlp, cached_bank):
