@@ -49,12 +49,11 @@ class Run:
     spec_path: str
     seed: int
     root: str
-    resolved: dict = field(init=False)
+    _banks: dict[str, CachedBank] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.resolved = read_json(self.spec_path)
-        self.spec = self.resolved["spec"]
-        self.benchmark = self.resolved["name"]
+        resolved = read_json(self.spec_path)
+        self.spec, self.benchmark = resolved["spec"], resolved["name"]
         self.paths = RunPaths(self.root)
         self.runtime = RuntimeLog(self.benchmark, self.seed)
         self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed)
@@ -77,7 +76,10 @@ class Run:
         return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.layer])]
 
     def bank(self, split: str) -> CachedBank:
-        return CachedBank.load(self.task, self.paths.bank(split), self.paths.cache(split))
+        """A bank with its cache, loaded once per job."""
+        if split not in self._banks:
+            self._banks[split] = CachedBank.load(self.task, self.paths.bank(split), self.paths.cache(split))
+        return self._banks[split]
 
     def write_runtime(self, job: str) -> None:
         """Write the rows timed since the last write to ``job``'s runtime file (each row lands once)."""

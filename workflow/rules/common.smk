@@ -39,9 +39,15 @@ wildcard_constraints:
     layer="[A-Za-z0-9_.-]+",
 
 
+_LAYERS = {}
+
+
 def layers_of(wildcards):
-    """Coarse layer names of a benchmark's backbone, known from its spec before training."""
-    return coarse_layers(RUN.benchmarks[wildcards.benchmark], int(wildcards.seed))
+    """Coarse layer names of a benchmark's backbone, known from its spec before training (computed once)."""
+    key = (wildcards.benchmark, int(wildcards.seed))
+    if key not in _LAYERS:
+        _LAYERS[key] = coarse_layers(RUN.benchmarks[key[0]], key[1])
+    return _LAYERS[key]
 
 
 def run_roots():
