@@ -101,10 +101,19 @@ class Run:
     benchmarks: dict[str, dict]
 
 
+def _typed_cli_lists(config: dict) -> dict:
+    """Snakemake parses ``--config seeds=[0,1]`` with YAML's BaseLoader, so list items arrive as
+    strings ('0'); read each such item as a YAML scalar so the schema sees the types a user wrote."""
+    def scalar(v):
+        return yaml.safe_load(v) if isinstance(v, str) and v.strip() else v
+
+    return {k: [scalar(i) for i in v] if isinstance(v, list) else v for k, v in config.items()}
+
+
 def load_run(config: dict, schema_dir: str | Path, benchmarks_dir: str | Path) -> Run:
     """Validate the run config and every benchmark spec it names."""
     schema_dir, benchmarks_dir = Path(schema_dir), Path(benchmarks_dir)
-    config = validate(config, load_yaml(schema_dir / "config.schema.yaml"), "config")
+    config = validate(_typed_cli_lists(config), load_yaml(schema_dir / "config.schema.yaml"), "config")
     bench_schema = load_yaml(schema_dir / "benchmark.schema.yaml")
     specs = {}
     for i, name in enumerate(config["benchmarks"]):

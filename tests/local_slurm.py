@@ -67,7 +67,8 @@ class LocalSlurm:
             f"SlurmctldPidFile={d}/slurmctld.pid", f"SlurmdPidFile={d}/slurmd.pid",
             f"SlurmctldLogFile={d}/slurmctld.log", f"SlurmdLogFile={d}/slurmd.log",
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={mem} State=UNKNOWN",
-            f"PartitionName={PARTITION} Nodes={self.host} Default=YES MaxTime=INFINITE State=UP",
+            # not the default partition: a job that reaches SLURM without the profile's partition fails
+            f"PartitionName={PARTITION} Nodes={self.host} Default=NO MaxTime=INFINITE State=UP",
             "",
         ])
 
@@ -139,7 +140,7 @@ if __name__ == "__main__":
         cluster.start()
         print("SLURM is up. In another shell:")
         print("  " + " ".join(f"export {k}={v!r}" for k, v in cluster.env.items()))
-        print("  snakemake --profile profiles/slurm --config scale=tiny")
+        print("  snakemake --profile profiles/slurm --workflow-profile none --config scale=tiny")
         print("Ctrl-C stops it.")
         signal.pause()
     except KeyboardInterrupt:

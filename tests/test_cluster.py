@@ -31,8 +31,10 @@ def slurm(tmp_path_factory):
 
 
 def test_tiny_run_through_slurm_profile_matches_local_run(slurm, tiny_results, tmp_path):
-    result = snakemake(tmp_path, "--profile", str(ROOT / "profiles" / "slurm"), config=TINY, env=slurm.env,
-                       cores=None, timeout=1200)
+    # the command the README gives; without --workflow-profile none, profiles/default's
+    # default-resources would replace the SLURM profile's (and drop the partition)
+    result = snakemake(tmp_path, "--profile", str(ROOT / "profiles" / "slurm"), "--workflow-profile", "none",
+                       config=TINY, env=slurm.env, cores=None, timeout=1200)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:] + slurm.log("slurmctld.log")[-2000:]
 

@@ -82,6 +82,12 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, config, named)
     assert not (tmp_path / "results").exists()
 
 
+def test_command_line_lists_keep_their_types(tmp_path):
+    result = snakemake(tmp_path, "--dry-run", "--config", "seeds=[0,1]", "methods=[PLOT,Full DAS]", "scale=tiny")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "hierarchical_equality/seed1/" in result.stdout and "plot_uot" not in result.stdout
+
+
 def test_bad_benchmark_spec_and_missing_checkpoint_are_named(tmp_path):
     schema = load_yaml(ROOT / "workflow/schemas/benchmark.schema.yaml")
     spec = load_yaml(ROOT / "benchmarks/hierarchical_equality.yaml")
