@@ -34,10 +34,6 @@ class Subspace:
             return delta * self.mask
         return (delta @ self.basis) @ self.basis.T
 
-    @property
-    def rank(self) -> int:
-        return int(self.mask.sum()) if self.mask is not None else self.basis.shape[1]
-
 
 def site_subspace(site: Site, width: int, basis: torch.Tensor | None = None) -> Subspace:
     """The subspace a site covers; ``basis`` (d, m) is required for ``basis`` supports."""
@@ -64,9 +60,6 @@ class Edit:
     subspace: Subspace
     coeff: float
     source: torch.Tensor  # source activation at ``location`` for each base in the batch
-
-    def apply(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.coeff * self.subspace.project(self.source - h)
 
 
 def _apply_all(h: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
