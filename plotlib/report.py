@@ -157,8 +157,9 @@ def build_report(output_dir: str, runs: list[tuple[str, int]], methods: list[str
         runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
         lines += [f"![runtime versus IIA]({figs['runtime_vs_iia']})", ""]
         first = RunPaths(str(out / bench / f"seed{first_seed}"))
-        for method in [m for m in ("PLOT", "PLOT-UOT") if m in methods]:
-            fig = figs[f"coupling_{slug(method)}"]
-            coupling_figure(pd.read_parquet(first.couplings), read_json(first.handles(method)), method, out / fig)
-            lines += [f"![{method} coupling]({fig})", ""]
+        for method in methods:
+            fig = figs.get(f"coupling_{slug(method)}")
+            if fig:  # the methods figure_paths gives a coupling figure
+                coupling_figure(pd.read_parquet(first.couplings), read_json(first.handles(method)), method, out / fig)
+                lines += [f"![{method} coupling]({fig})", ""]
     write_text("\n".join(lines), out / "report.md")
