@@ -52,7 +52,65 @@ class MLP(nn.Module):
         return self._run(h, self._index(layer) + 1)
 
 
-BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP}
+class UnrolledGRU(nn.Module):
+    """A GRUCell unrolled over ``steps`` timesteps. Tap ``h{t}`` is the hidden state after reading
+    step t; a per-step head reads each ``h{t}`` and a final head reads the last one, so the logits are
+    ``steps * step_out + final_out`` wide (for binary addition: the sum bits, then the final carry)."""
+
+    kind = "gru"
+
+    def __init__(self, d_in: int, hidden: int, steps: int, step_out: int = 1, final_out: int = 1) -> None:
+        super().__init__()
+        self.args = {"d_in": d_in, "hidden": hidden, "steps": steps, "step_out": step_out, "final_out": final_out}
+        self.cell = nn.GRUCell(d_in, hidden)
+        self.taps = nn.ModuleDict({f"h{t}": nn.Identity() for t in range(steps)})
+        self.step_head = nn.Linear(hidden, step_out)
+        self.final_head = nn.Linear(hidden, final_out)
+
+    def width(self, layer: str) -> int:
+        self._index(layer)
+        return self.args["hidden"]
+
+    def _index(self, layer: str) -> int:
+        names = list(self.taps)
+        if layer not in names:
+            raise KeyError(f"unknown GRU tap {layer!r}; taps are {names}")
+        return names.index(layer)
+
+    def _check(self, x: torch.Tensor) -> None:
+        want = (self.args["steps"], self.args["d_in"])
+        if x.dim() != 3 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"GRU input must have shape (batch, {want[0]}, {want[1]}), got {tuple(x.shape)}")
+
+    def _run(self, x: torch.Tensor, h: torch.Tensor, start: int, step_logits: list[torch.Tensor]) -> torch.Tensor:
+        taps = list(self.taps.values())
+        for t in range(start, self.args["steps"]):
+            h = taps[t](self.cell(x[:, t], h))
+            step_logits.append(self.step_head(h))
+        return torch.cat([*step_logits, self.final_head(h)], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return self._run(x, x.new_zeros(x.shape[0], self.args["hidden"]), 0, [])
+
+    def resume(self, layer: str, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Continue from ``h`` at tap ``layer``. The heads of the earlier steps read unpatched states, so
+        they are recomputed from ``x`` without gradient (no hooks fire there)."""
+        if x is None:
+            raise ValueError("UnrolledGRU.resume needs the inputs x: later steps read them")
+        self._check(x)
+        t = self._index(layer)
+        prefix = []
+        if t > 0:
+            with torch.no_grad():
+                state = x.new_zeros(x.shape[0], self.args["hidden"])
+                for s in range(t):
+                    state = self.cell(x[:, s], state)
+                    prefix.append(self.step_head(state))
+        return self._run(x, h, t + 1, [*prefix, self.step_head(h)])
+
+
+BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "gru": UnrolledGRU}
 
 
 def save_backbone(model: nn.Module, path: str | os.PathLike) -> None:

@@ -22,11 +22,15 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), 104729])
 
 
-def make_bank(task: Task, n: int, seed: int, split: str) -> pd.DataFrame:
-    """Sample ``n`` pairs for ``split`` and label them with the causal model."""
-    if n <= 0:
-        raise ValueError(f"bank {split!r} needs a positive size, got {n}")
-    base, source, families = task.sample_pairs(split_rng(seed, split), n)
+def make_bank(task: Task, sizes: dict[str, int] | int, seed: int, split: str) -> pd.DataFrame:
+    """The pairs of bank ``split``, labelled by the causal model. ``sizes`` is the spec's ``banks``
+    section (or just this split's size)."""
+    rng = split_rng(seed, split)
+    sizes = {split: sizes} if isinstance(sizes, int) else sizes
+    if sizes.get(split, 0) <= 0:
+        raise ValueError(f"bank {split!r} needs a positive size, got {sizes.get(split)}")
+    base, source, families = task.bank_pairs(split, sizes, rng)
+    n = len(base)
     model = task.causal_model
     frame = pd.DataFrame({"pair": np.arange(n), "family": families})
     for col in model.inputs:

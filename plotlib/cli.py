@@ -13,7 +13,7 @@ from plotlib.io import write_json
 
 
 def _resolve(args: argparse.Namespace) -> None:
-    spec = resolve_benchmark(args.benchmark_file, args.scale, load_yaml(args.schema))
+    spec = resolve_benchmark(args.benchmark_file, args.scale, load_yaml(args.schema), args.methods)
     write_json({"name": args.name, "scale": args.scale, "spec": spec}, args.out)
 
 
@@ -21,7 +21,7 @@ def _report(args: argparse.Namespace) -> None:
     from plotlib.report import build_report  # matplotlib only where it is needed
 
     runs = [(r.rpartition(":")[0], int(r.rpartition(":")[2])) for r in args.runs]
-    build_report(args.output_dir, runs, args.methods)
+    build_report(args.output_dir, runs)
 
 
 def _stage(fn):
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="default")
     p.add_argument("--schema", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--methods", nargs="+", default=None, help="narrow the spec's methods to these")
     p.set_defaults(func=_resolve)
 
     def stage(name: str, help: str, fn) -> argparse.ArgumentParser:
@@ -57,9 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     stage("banks", "sample and label the pair banks", lambda run, a: pipeline.stage_banks(run))
     stage("cache", "cache base/source activations of one bank",
           lambda run, a: pipeline.stage_cache(run, a.split)).add_argument("--split", required=True)
-    stage("signatures", "output-effect signatures and cost on the fit bank", lambda run, a: pipeline.stage_signatures(run))
-    stage("couple", "OT/UOT/softmax plans over the solver grids",
-          lambda run, a: pipeline.stage_couple(run, a.methods)).add_argument("--methods", nargs="+", required=True)
+    q = stage("signatures", "output-effect signatures and cost on the fit bank, on one site grid",
+              lambda run, a: pipeline.stage_signatures(run, a.grid))
+    q.add_argument("--grid", default="coarse", choices=["coarse", "native", "pca"])
+    q = stage("couple", "OT/UOT/softmax plans over the solver grids, on one site grid",
+              lambda run, a: pipeline.stage_couple(run, a.grid, a.methods))
+    q.add_argument("--grid", default="coarse", choices=["coarse", "native", "pca"])
+    q.add_argument("--methods", nargs="+", required=True)
     stage("calibrate", "choose handles on calibration, evaluate on test",
           lambda run, a: pipeline.stage_calibrate(run, a.method)).add_argument("--method", required=True)
     q = stage("das-layer", "one Full DAS job: the whole grid at one layer",
@@ -70,15 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
               lambda run, a: pipeline.stage_das_select(run, a.method, a.layers))
     q.add_argument("--method", default="Full DAS")
     q.add_argument("--layers", nargs="+", required=True)
-    q = stage("guided-das", "DAS at the layer of each variable's PLOT handle",
-              lambda run, a: pipeline.stage_guided_das(run, a.method, a.guide))
+    q = stage("guided-das", "DAS where each variable's guide handle points (layer, or Stage B support)",
+              lambda run, a: pipeline.stage_guided_das(run, a.method))
     q.add_argument("--method", default="PLOT-DAS")
-    q.add_argument("--guide", default="PLOT")
 
     p = sub.add_parser("report", help="summary tables, figures and report.md")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--runs", nargs="+", required=True, help="benchmark:seed pairs")
-    p.add_argument("--methods", nargs="+", required=True)
     p.set_defaults(func=_report)
     return parser
 

@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-METHODS = ("PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS")
+from plotlib.methods import get as get_method
+from plotlib.methods import missing_parents
 
 
 class ConfigError(ValueError):
@@ -76,8 +77,22 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict) -> dict:
-    """A benchmark spec with its ``scales[scale]`` overrides merged in, validated, defaults filled."""
+def select_methods(spec: dict, wanted: list[str] | None, name: str) -> dict:
+    """The spec with ``methods`` narrowed to ``wanted`` (the run config's list; None keeps all), after
+    checking that every method has what it builds on."""
+    methods = [m for m in spec["methods"] if wanted is None or m in wanted]
+    if not methods:
+        raise ConfigError(f"config key 'methods': none of {wanted} is a method of benchmark {name} ({spec['methods']})")
+    for method, parent in missing_parents(methods):
+        raise ConfigError(f"config key 'methods' (benchmark {name}): {method} needs {parent}, which is not selected")
+    if any(get_method(m).grid in ("native", "pca") for m in methods) and "refine" not in spec:
+        raise ConfigError(f"benchmark spec {name} key 'refine': required by the Stage B methods in {methods}")
+    return {**spec, "methods": methods}
+
+
+def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: list[str] | None = None) -> dict:
+    """A benchmark spec with its ``scales[scale]`` overrides merged in, validated, defaults filled, and
+    its methods narrowed to ``methods`` (None keeps the spec's own list)."""
     raw = load_yaml(spec_path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{spec_path}: a benchmark spec must be a mapping")
@@ -90,7 +105,7 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict) -> dict:
     checkpoint = spec["backbone"].get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.checkpoint': file not found: {checkpoint}")
-    return spec
+    return select_methods(spec, methods, Path(spec_path).stem)
 
 
 @dataclass(frozen=True)
@@ -121,5 +136,5 @@ def load_run(config: dict, schema_dir: str | Path, benchmarks_dir: str | Path) -
         if not path.exists():
             known = sorted(p.stem for p in benchmarks_dir.glob("*.yaml"))
             raise ConfigError(f"config key 'benchmarks[{i}]': unknown benchmark {name!r}; known: {known}")
-        specs[name] = resolve_benchmark(path, config["scale"], bench_schema)
+        specs[name] = resolve_benchmark(path, config["scale"], bench_schema, config["methods"])
     return Run(config, specs)

@@ -64,3 +64,9 @@ def evaluate_rotation(backbone: nn.Module, bank: CachedBank, layer: str, variabl
     edit = Edit(Location(layer), Subspace(basis=q), 1.0, bank.acts("source", layer))
     logits = run_with_edits(backbone, bank.x_base, [edit], bank.base_acts([layer]))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
+
+
+def dimension_hint(size: int, factors: list[float]) -> list[int]:
+    """The k grid suggested by a localized support of ``size`` dimensions (METHOD.md 6): size x each
+    factor, rounded, kept within 1..size."""
+    return sorted({min(size, max(1, round(size * f))) for f in factors})

@@ -76,6 +76,17 @@ def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, varia
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
 
 
-def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float]) -> list[tuple[dict, Handle]]:
-    """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order."""
-    return [({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g)) for k in top_k if k <= len(sites) for g in gains]
+def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float],
+                      alternatives: int = 1) -> list[tuple[dict, Handle]]:
+    """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order. With
+    ``alternatives`` > 1, k = 1 also tries each of the next-ranked sites alone ("the best of its top
+    few by calibration", METHOD.md 5); ``rank`` 0 is the top site."""
+    out = []
+    for k in (k for k in top_k if k <= len(sites)):
+        for g in gains:
+            out.append(({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g)))
+            if k == 1:
+                order = np.argsort(-pi_row, kind="stable")
+                out += [({"k": 1, "rank": r, "gain": g}, Handle((sites[order[r]],), (1.0,), float(g)))
+                        for r in range(1, min(alternatives, len(sites)))]
+    return out

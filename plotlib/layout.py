@@ -34,13 +34,16 @@ class RunPaths:
     def cache(self, split: str) -> str:
         return self._p(f"cache/{split}.safetensors")
 
-    @property
-    def signatures(self) -> str:
-        return self._p("plot/signatures.npz")
+    def signatures(self, grid: str) -> str:
+        """Signatures and cost on a site grid: ``coarse`` (Stage A), ``native`` or ``pca`` (Stage B)."""
+        return self._p(f"plot/signatures_{grid}.npz")
 
-    @property
-    def couplings(self) -> str:
-        return self._p("plot/couplings.parquet")
+    def bases(self, grid: str) -> str:
+        """The bases a grid's basis sites refer to (PCA per location; empty for coordinate grids)."""
+        return self._p(f"plot/bases_{grid}.safetensors")
+
+    def couplings(self, grid: str) -> str:
+        return self._p(f"plot/couplings_{grid}.parquet")
 
     def handles(self, method: str) -> str:
         return self._p(f"handles/{slug(method)}.json")

@@ -12,6 +12,7 @@ import logging
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -20,16 +21,19 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from plotlib import banks as banks_mod
+from plotlib import methods as methods_mod
 from plotlib.backbones import load_backbone, save_backbone
 from plotlib.cache import CachedBank, build_cache
-from plotlib.das import evaluate_rotation, train_rotation
+from plotlib.das import dimension_hint, evaluate_rotation, train_rotation
 from plotlib.handles import Handle, candidate_handles, evaluate_handle
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
 from plotlib.metrics import selection_score
 from plotlib.patching import site_subspace
 from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature
-from plotlib.sites import Site, neuron_sites
+from plotlib.methods import REFINE_GRIDS
+from plotlib.refine import native_group_sites, pca_basis, pca_span_sites, support_basis
+from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
 from plotlib.timing import RuntimeLog
 from plotlib.training import factual_accuracy, train_backbone
@@ -37,8 +41,8 @@ from plotlib.transport import conditional, couple, softmax_match
 
 log = logging.getLogger(__name__)
 
-#: Which solver family each coupling method uses, and its grid keys in the spec's ``plot`` section.
-COUPLING_METHODS = {"PLOT": ("sinkhorn", ("eps",)), "PLOT-UOT": ("uot", ("eps", "beta")), "cosine": ("softmax", ("temperature",))}
+#: The solver grid keys (in the spec's ``plot`` or ``refine`` section) of each solver.
+SOLVER_PARAMS = {"sinkhorn": ("eps",), "emd": (), "uot": ("eps", "beta"), "softmax": ("temperature",)}
 ACCURACY_COLUMNS = ["benchmark", "seed", "stage", "method", "variable", "split", "metric", "value", "n", "sites", "hyperparameters"]
 
 
@@ -71,8 +75,11 @@ class Run:
         return {loc.layer: self.backbone.width(loc.layer) for loc in self.locations}
 
     @cached_property
-    def plot_sites(self) -> list[Site]:
-        """PLOT's candidate sites: every neuron of every coarse location (one stage, METHOD.md 5)."""
+    def stage_a_sites(self) -> list[Site]:
+        """Stage A candidate sites (``plot.sites``): each coarse location whole (``locations``), or every
+        neuron of every coarse location (``neurons``: one stage suffices in small MLPs, METHOD.md 5)."""
+        if self.spec["plot"]["sites"] == "locations":
+            return [Site(loc) for loc in self.locations]
         return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.layer])]
 
     def bank(self, split: str) -> CachedBank:
@@ -114,7 +121,7 @@ def stage_train(run: Run) -> None:
     with run.runtime.stage("shared", "train_backbone"):
         if checkpoint:
             model = load_backbone(checkpoint)
-            held_out = run.task.sample_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
+            held_out = run.task.evaluation_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
             info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0, "checkpoint": checkpoint}
         else:
             model, info = train_backbone(run.task, run.spec, run.seed)
@@ -126,7 +133,7 @@ def stage_train(run: Run) -> None:
 def stage_banks(run: Run) -> None:
     with run.runtime.stage("shared", "banks"):
         for split in banks_mod.SPLITS:
-            bank = banks_mod.make_bank(run.task, run.spec["banks"][split], run.seed, split)
+            bank = banks_mod.make_bank(run.task, run.spec["banks"], run.seed, split)
             write_parquet(bank, run.paths.bank(split))
     run.write_runtime("banks")
 
@@ -138,48 +145,96 @@ def stage_cache(run: Run, split: str) -> None:
     run.write_runtime(f"cache_{split}")
 
 
-# --- PLOT: signatures, couplings, calibrated handles --------------------------------------------
+# --- PLOT: signatures, couplings, calibrated handles (Stage A on the coarse grid, Stage B inside) ---
 
-def stage_signatures(run: Run) -> None:
-    """Abstract and neural output-effect signatures on the fit bank, and their cost matrix."""
-    cfg = run.spec["signatures"]
-    with run.runtime.stage("signatures", "signatures"):
+def _grid_sites(run: Run, grid: str) -> tuple[dict[str, list[Site]], dict[str, torch.Tensor]]:
+    """Each variable's candidate sites on ``grid`` and the bases they refer to (by location id).
+
+    ``coarse``: the Stage A sites, shared by every variable. ``native`` / ``pca``: Stage B sites inside
+    the location of the variable's PLOT handle, with PCA fitted on the fit bank's activations there.
+    """
+    if grid == "coarse":
+        return {v: run.stage_a_sites for v in run.task.targets}, {}
+    cfg = run.spec["refine"]
+    handles = read_json(run.paths.handles("PLOT"))
+    located = {v: guided_layer(run, Handle.from_json(handles[v]["handle"])) for v in run.task.targets}
+    bases = {}
+    if grid == "pca":
         fit = run.bank("fit")
-        sites = run.plot_sites
-        subspaces = [site_subspace(s, run.widths[s.location.layer]) for s in sites]
+        for layer in sorted(set(located.values())):
+            bases[Location(layer).id] = pca_basis(torch.cat([fit.acts("base", layer), fit.acts("source", layer)]))
+    sites = {}
+    for variable, layer in located.items():
+        loc, width = Location(layer), run.widths[layer]
+        sites[variable] = (native_group_sites(loc, width, cfg["native_groups"]) if grid == "native"
+                           else pca_span_sites(loc, width, cfg["pca_prefixes"], cfg["pca_bands"]))
+    return sites, bases
+
+
+def stage_signatures(run: Run, grid: str = "coarse") -> None:
+    """Abstract and neural output-effect signatures on the fit bank, and their cost, on one site grid.
+    Stage B sites outside a variable's own location are marked not ``allowed`` for it."""
+    cfg = run.spec["signatures"]
+    charged = "signatures" if grid == "coarse" else REFINE_GRIDS[grid]
+    with run.runtime.stage(charged, "signatures"):
+        per_variable, bases = _grid_sites(run, grid)
+        sites = list(dict.fromkeys(s for v in run.task.targets for s in per_variable[v]))
+        fit = run.bank("fit")
+        subspaces = [site_subspace(s, run.widths[s.location.layer], bases.get(s.location.id)) for s in sites]
         families = fit.frame["family"].tolist()
         neural = signature(neural_effects(run.backbone, fit, sites, subspaces), families, cfg["aggregate"], cfg["normalize"])
         abstract = signature(torch.stack([abstract_effects(fit, v) for v in run.task.targets]), families, cfg["aggregate"], cfg["normalize"])
         cost = cost_matrix(abstract, neural, cfg["cost"])
-    with atomic_path(run.paths.signatures) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, abstract=abstract, neural=neural, cost=cost,
+        allowed = np.array([[s in set(per_variable[v]) for s in sites] for v in run.task.targets])
+    with atomic_path(run.paths.bases(grid)) as tmp:
+        save_file(bases, str(tmp))
+    with atomic_path(run.paths.signatures(grid)) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, abstract=abstract, neural=neural, cost=cost, allowed=allowed,
                  variables=np.array(run.task.targets), sites=np.array([s.id for s in sites]))
-    run.write_runtime("signatures")
+    run.write_runtime(f"signatures_{grid}")
+
+
+def _grid_section(run: Run, method: str) -> dict:
+    """The spec section holding a handle method's solver and calibration grids."""
+    return run.spec["refine"] if methods_mod.get(method).grid in REFINE_GRIDS else run.spec["plot"]
+
+
+def _solver(run: Run, method: str) -> str:
+    solver = methods_mod.get(method).solver
+    return {"plot": run.spec["plot"]["solver"], "refine": run.spec["refine"]["solver"] if "refine" in run.spec else None}.get(solver, solver)
 
 
 def _solver_grid(run: Run, method: str) -> list[dict]:
-    keys = COUPLING_METHODS[method][1]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(run.spec["plot"][k] for k in keys))]
+    keys = SOLVER_PARAMS[_solver(run, method)]
+    section = _grid_section(run, method)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(section[k] for k in keys))]
 
 
-def stage_couple(run: Run, methods: Iterable[str]) -> None:
-    """Plans over each coupling method's solver grid, as a long table (method, params, variable, site, mass)."""
-    sig = np.load(run.paths.signatures)
-    cost, variables, sites = sig["cost"], sig["variables"].tolist(), sig["sites"].tolist()
+def stage_couple(run: Run, grid: str, methods: Iterable[str]) -> None:
+    """Plans over each coupling method's solver grid, as a long table (method, params, variable, site,
+    mass). Variables that share their allowed sites (Stage B: the same location) share one coupling."""
+    sig = np.load(run.paths.signatures(grid))
+    cost, allowed, variables, sites = sig["cost"], sig["allowed"], sig["variables"].tolist(), sig["sites"].tolist()
+    groups: dict[bytes, list[int]] = {}
+    for vi in range(len(variables)):
+        groups.setdefault(allowed[vi].tobytes(), []).append(vi)
     rows = []
     for method in methods:
-        solver = COUPLING_METHODS[method][0]
+        solver = _solver(run, method)
         with run.runtime.stage(method, "couple"):
             for params in _solver_grid(run, method):
-                plan = softmax_match(cost, params["temperature"]) / len(variables) if solver == "softmax" else couple(cost, solver, **params)
-                for vi, var in enumerate(variables):
-                    rows.extend({"method": method, "params": json.dumps(params, sort_keys=True), "variable": var,
-                                 "site": s, "mass": float(plan[vi, si])} for si, s in enumerate(sites))
+                for rows_idx in groups.values():
+                    cols = np.flatnonzero(allowed[rows_idx[0]])
+                    sub = cost[np.ix_(rows_idx, cols)]
+                    plan = softmax_match(sub, params["temperature"]) / len(rows_idx) if solver == "softmax" else couple(sub, solver, **params)
+                    for i, vi in enumerate(rows_idx):
+                        rows.extend({"method": method, "params": json.dumps(params, sort_keys=True), "variable": variables[vi],
+                                     "site": sites[c], "mass": float(plan[i, j])} for j, c in enumerate(cols))
     frame = pd.DataFrame(rows)
     frame.insert(0, "seed", run.seed)
     frame.insert(0, "benchmark", run.benchmark)
-    write_parquet(frame, run.paths.couplings)
-    run.write_runtime("couple")
+    write_parquet(frame, run.paths.couplings(grid))
+    run.write_runtime(f"couple_{grid}")
 
 
 def _choose(scored: list[tuple[float, dict, object]]):
@@ -188,18 +243,25 @@ def _choose(scored: list[tuple[float, dict, object]]):
     return scored[best]
 
 
+def load_bases(path: str) -> dict[str, torch.Tensor]:
+    return load_file(path) if Path(path).exists() else {}
+
+
 def stage_calibrate(run: Run, method: str) -> None:
     """Choose each variable's handle on the calibration bank only, then evaluate it once on test."""
+    spec = methods_mod.get(method)
     cal_rows, acc_rows, chosen = [], [], {}
+    bases = load_bases(run.paths.bases(spec.grid)) if spec.grid != "coarse" else {}
+    section = _grid_section(run, method)
+    # brute-force is the localist baseline: one site, plain full interchange (k = 1, gain = 1)
+    top_k, gains = ([1], [1.0]) if spec.solver == "onehot" else (section["top_k"], section["gain"])
     with run.runtime.stage(method, "calibrate"):
         cal = run.bank("calibration")
         for variable in run.task.targets:
             scored = []
-            # brute-force is the localist baseline: one site, plain full interchange (k = 1, gain = 1)
-            top_k, gains = ([1], [1.0]) if method == "brute-force" else (run.spec["plot"]["top_k"], run.spec["plot"]["gain"])
             for params, pi_row, sites in _coupling_rows(run, method, variable):
-                for hp, handle in candidate_handles(pi_row, sites, top_k, gains):
-                    scores = evaluate_handle(run.backbone, cal, handle, variable, run.widths)
+                for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1)):
+                    scores = evaluate_handle(run.backbone, cal, handle, variable, run.widths, bases)
                     hp = {**params, **hp}
                     scored.append((selection_score(scores), hp, handle))
                     cal_rows.append({"variable": variable, "hyperparameters": json.dumps(hp, sort_keys=True),
@@ -208,7 +270,7 @@ def stage_calibrate(run: Run, method: str) -> None:
     with run.runtime.stage(method, "test"):
         test = run.bank("test")
         for variable, (score, hp, handle) in chosen.items():
-            scores = evaluate_handle(run.backbone, test, handle, variable, run.widths)
+            scores = evaluate_handle(run.backbone, test, handle, variable, run.widths, bases)
             acc_rows += run.accuracy_rows("handle", method, variable, "test", scores, handle.label, hp)
     write_json({v: {"handle": h.to_json(), "hyperparameters": hp, "calibration_score": s} for v, (s, hp, h) in chosen.items()},
                run.paths.handles(method))
@@ -218,40 +280,41 @@ def stage_calibrate(run: Run, method: str) -> None:
 
 
 def _coupling_rows(run: Run, method: str, variable: str):
-    """(solver params, pi(S | variable), sites) for each solver setting; brute-force gets one-hot rows."""
-    sites = run.plot_sites
-    if method == "brute-force":
+    """(solver params, pi(S | variable), sites) for each solver setting; brute-force gets one-hot rows
+    over the Stage A sites."""
+    if methods_mod.get(method).solver == "onehot":
+        sites = run.stage_a_sites
         for i in range(len(sites)):
             yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
         return
-    plans = pd.read_parquet(run.paths.couplings)
-    plans = plans[plans.method == method]
-    by_id = {s.id: s for s in sites}
+    plans = pd.read_parquet(run.paths.couplings(methods_mod.get(method).grid))
+    plans = plans[(plans.method == method) & (plans.variable == variable)]
     for params, group in plans.groupby("params", sort=False):
-        plan = group.pivot(index="variable", columns="site", values="mass")[[s.id for s in sites]]
-        pi = conditional(plan.to_numpy())[list(plan.index).index(variable)]
-        yield json.loads(params), pi, [by_id[s] for s in plan.columns]
+        pi = conditional(group.mass.to_numpy()[None, :])[0]
+        yield json.loads(params), pi, [Site.parse(s) for s in group.site]
 
 
-# --- DAS: one implementation for Full DAS and PLOT-DAS --------------------------------------------
+# --- DAS: one implementation for Full DAS and every guided variant -------------------------------
 
-def _das_grid(run: Run, method: str, layer: str, variables: Iterable[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Train DAS at ``layer`` for every (variable, k, lr) of the spec's grid; score each on calibration."""
+def _das_grid(run: Run, method: str, layer: str, variables: Iterable[str], within: torch.Tensor | None = None,
+              dims: Iterable[int] | None = None) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train DAS at ``layer`` (inside ``within`` if given) for every (variable, k, lr) of the grid;
+    score each on calibration. ``dims`` defaults to the spec's grid, capped at the room available."""
     cfg = run.spec["das"]
     rows, bases = [], {}
     train, cal = run.bank("das_train"), run.bank("calibration")
-    width = run.widths[layer]
+    room = run.widths[layer] if within is None else within.shape[1]
     for variable in variables:
-        for k in sorted({min(k, width) for k in cfg["dims"]}):
+        for k in sorted({min(k, room) for k in (dims or cfg["dims"])}):
             for lr in cfg["lrs"]:
                 seed = derived_seed(run.seed, method, layer, variable, k, lr)
-                q = train_rotation(run.backbone, train, layer, variable, k, lr, cfg["epochs"], cfg["batch_size"], seed)
+                q = train_rotation(run.backbone, train, layer, variable, k, lr, cfg["epochs"], cfg["batch_size"], seed, within)
                 scores = evaluate_rotation(run.backbone, cal, layer, variable, q)
                 key = f"{layer}/{variable}/k{k}/lr{lr}"
                 bases[key] = q.contiguous()
-                rows.append({"layer": layer, "variable": variable, "k": k, "lr": lr, "key": key,
+                rows.append({"layer": layer, "variable": variable, "k": k, "lr": lr, "key": key, "room": room,
                              **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
-                log.info("%s %s %s k=%d lr=%g calibration combined IIA %.4f", method, layer, variable, k, lr, scores["combined"])
+                log.info("%s %s %s k=%d/%d lr=%g calibration combined IIA %.4f", method, layer, variable, k, room, lr, scores["combined"])
     return rows, bases
 
 
@@ -276,14 +339,26 @@ def guided_layer(run: Run, handle: Handle) -> str:
     return max(order, key=lambda layer: (mass.get(layer, 0.0), -order.index(layer)))
 
 
-def stage_guided_das(run: Run, method: str, guide: str) -> None:
-    """PLOT-DAS: for each variable, the DAS grid only at the layer of its ``guide`` handle."""
+def stage_guided_das(run: Run, method: str) -> None:
+    """Guided DAS: for each variable, the DAS grid only where its guide's handle points: the Stage A
+    location (PLOT-DAS), or inside the Stage B support there (PLOT-native-DAS, PLOT-PCA-DAS), with the
+    dimension hint as the k grid when ``das.dimension_hint`` is set."""
+    guide = methods_mod.get(method).parent
+    grid = methods_mod.get(guide).grid
     handles = read_json(run.paths.handles(guide))
+    guide_bases = load_bases(run.paths.bases(grid)) if grid in REFINE_GRIDS else {}
     rows, bases = [], {}
     with run.runtime.stage(method, "das"):
         for variable in run.task.targets:
-            layer = guided_layer(run, Handle.from_json(handles[variable]["handle"]))
-            r, b = _das_grid(run, method, layer, [variable])
+            handle = Handle.from_json(handles[variable]["handle"])
+            layer = guided_layer(run, handle)
+            within, dims = None, None
+            if grid in REFINE_GRIDS:
+                there = [s for s in handle.sites if s.location.layer == layer]
+                within = support_basis(there, run.widths[layer], guide_bases.get(Location(layer).id))
+                if run.spec["das"]["dimension_hint"]:
+                    dims = dimension_hint(within.shape[1], run.spec["das"]["hint_factors"])
+            r, b = _das_grid(run, method, layer, [variable], within, dims)
             rows += r
             bases.update(b)
     _write_das(run, method, "guided", rows, bases)
@@ -302,7 +377,7 @@ def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
             best = cand.iloc[int(np.argmax(cand["combined"].to_numpy()))]  # first maximum: grid order breaks ties
             q = load_file(run.paths.das_bases(method, best.tag))[best.key]
             result = evaluate_rotation(run.backbone, test, best.layer, variable, q)
-            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.layer}/das[k={best.k}]",
-                                          {"layer": best.layer, "k": int(best.k), "lr": float(best.lr)})
+            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.layer}/das[k={best.k}/{best.room}]",
+                                          {"layer": best.layer, "k": int(best.k), "lr": float(best.lr), "room": int(best.room)})
     write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
     run.write_runtime(f"select_{method}")

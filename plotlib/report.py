@@ -1,7 +1,7 @@
 """Summary tables, runtime-versus-accuracy figures and coupling heatmaps from the runs' rows.
 
 Runtime accounting (METHOD.md 8): a method's counted time is the sum of the runtime rows of every
-piece of work it needs (``CHARGES``); backbone training, banks and the activation cache are the
+piece of work it needs (:func:`plotlib.methods.charges`); backbone training, banks and the activation cache are the
 ``shared`` rows, reported on their own and charged to no method.
 """
 from __future__ import annotations
@@ -19,25 +19,14 @@ import pandas as pd  # noqa: E402
 
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
+from plotlib.methods import BASELINE, METHODS, charges, coupling_methods  # noqa: E402
 
-#: The runtime rows (by their ``method`` column) that each method's counted time includes.
-CHARGES = {
-    "PLOT": ("signatures", "PLOT"),
-    "PLOT-UOT": ("signatures", "PLOT-UOT"),
-    "cosine": ("signatures", "cosine"),
-    "brute-force": ("brute-force",),
-    "Full DAS": ("Full DAS",),
-    "PLOT-DAS": ("signatures", "PLOT", "PLOT-DAS"),
-}
-BASELINE = "Full DAS"
-
-
-def method_seconds(runtime: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
-    """Counted wall and CPU seconds per (benchmark, seed, method)."""
+def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
+    """Counted wall and CPU seconds per (benchmark, seed, method); ``methods`` per benchmark."""
     rows = []
     for (bench, seed), group in runtime.groupby(["benchmark", "seed"]):
-        for method in methods:
-            part = group[group.method.isin(CHARGES[method])]
+        for method in methods[bench]:
+            part = group[group.method.isin(charges(method))]
             rows.append({"benchmark": bench, "seed": seed, "method": method,
                          "seconds_wall": part.seconds_wall.sum(), "seconds_cpu": part.seconds_cpu.sum()})
     return pd.DataFrame(rows)
@@ -56,7 +45,7 @@ def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
     base = out[out.method == BASELINE].set_index("benchmark")
     out["speedup_vs_full_das"] = out.apply(lambda r: base.seconds.get(r.benchmark, np.nan) / r.seconds, axis=1)
     out["delta_iia_vs_full_das"] = out.apply(lambda r: r.iia - base.iia.get(r.benchmark, np.nan), axis=1)
-    order = {m: i for i, m in enumerate(CHARGES)}
+    order = {m: i for i, m in enumerate(METHODS)}
     return out.sort_values(["benchmark", "method"], key=lambda c: c.map(order) if c.name == "method" else c).reset_index(drop=True)
 
 
@@ -88,26 +77,31 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
     matrix = np.zeros((len(variables), len(sites)))
     for i, var in enumerate(variables):
         hp = handles[var]["hyperparameters"]
-        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain")}, sort_keys=True)
+        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain", "rank")}, sort_keys=True)
         row = part[(part.params == params) & (part.variable == var)].set_index("site").mass.reindex(sites).to_numpy()
-        matrix[i] = row / row.sum()
+        matrix[i] = row / np.nansum(row)  # NaN: a Stage B site outside this variable's location
     fig, ax = plt.subplots(figsize=(max(6, len(sites) * 0.18), 1.2 + 0.5 * len(variables)))
     im = ax.imshow(matrix, aspect="auto", cmap="viridis")
     for i, var in enumerate(variables):
         for site in handles[var]["handle"]["sites"]:
             ax.scatter(sites.index(site), i, marker="o", facecolors="none", edgecolors="red", s=60)
     ax.set_yticks(range(len(variables)), variables)
-    ax.set_xticks(range(len(sites)), [s.replace("/coords", "") for s in sites], rotation=90, fontsize=6)
+    ax.set_xticks(range(len(sites)), [s.replace("/coords", "").replace("/all", "") for s in sites], rotation=90, fontsize=6)
     ax.set_title(f"{method}: pi(site | variable) at the calibrated solver setting (red: handle sites)")
     fig.colorbar(im, ax=ax, fraction=0.02)
     _savefig(fig, path)
+
+
+def figure_methods(methods: list[str]) -> list[str]:
+    """The methods that get a coupling heatmap: the transport couplings of every stage."""
+    return [m for grid in ("coarse", "native", "pca") for m in coupling_methods(methods, grid) if m != "cosine"]
 
 
 def figure_paths(benchmark: str, first_seed: int, methods: list[str]) -> dict[str, str]:
     """Figure files of one benchmark, relative to the output dir: the runtime-versus-IIA plot and the
     coupling heatmap of each OT method on the first seed (the Snakefile declares the same names)."""
     paths = {"runtime_vs_iia": f"figures/{benchmark}_runtime_vs_iia.png"}
-    for method in (m for m in ("PLOT", "PLOT-UOT") if m in methods):
+    for method in figure_methods(methods):
         paths[f"coupling_{slug(method)}"] = f"figures/{benchmark}_coupling_{slug(method)}_seed{first_seed}.png"
     return paths
 
@@ -120,38 +114,53 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def build_report(output_dir: str, runs: list[tuple[str, int]], methods: list[str]) -> None:
-    """Gather every run's rows into the top-level tables, figures and ``report.md``."""
+def stage_a_lines(out: Path, runs: list[tuple[str, int]], bench: str) -> list[str]:
+    """Where PLOT's Stage A put each variable, per seed (a plain statement for the report)."""
+    lines = []
+    for b, seed in runs:
+        handles = RunPaths(str(out / b / f"seed{seed}")).handles("PLOT")
+        if b == bench and Path(handles).exists():
+            chosen = read_json(handles)
+            lines.append(f"- seed {seed}: " + ", ".join(f"{v} -> {' + '.join(h['handle']['sites'])}" for v, h in chosen.items()))
+    return ["PLOT handle sites per variable (Stage A where the benchmark has stages):", "", *lines, ""] if lines else []
+
+
+def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
+    """Gather every run's rows into the top-level tables, figures and ``report.md``; each benchmark's
+    methods come from its resolved spec."""
     out = Path(output_dir)
+    bench_methods = {b: read_json(out / b / "spec.json")["spec"]["methods"] for b, _ in runs}
     acc, rt, train = [], [], []
     for bench, seed in runs:
         paths = RunPaths(str(out / bench / f"seed{seed}"))
-        acc += [pd.read_parquet(paths.accuracy(m)) for m in methods]
+        acc += [pd.read_parquet(paths.accuracy(m)) for m in bench_methods[bench]]
         rt += [pd.read_parquet(p) for p in sorted(Path(paths.root, "runtime").glob("*.parquet"))]
         train.append({"benchmark": bench, "seed": seed, **read_json(paths.train_metrics)})
     accuracy, runtime = pd.concat(acc, ignore_index=True), pd.concat(rt, ignore_index=True)
     write_parquet(accuracy, out / "accuracy.parquet")
     write_parquet(runtime, out / "runtime.parquet")
-    summary = summarize(accuracy, method_seconds(runtime, methods))
+    summary = summarize(accuracy, method_seconds(runtime, bench_methods))
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
 
     lines = ["# plotlib report", "", "Counted time follows METHOD.md section 8: every sweep a method needs is included;",
              "backbone training, banks and the activation cache are shared rows charged to no method.", ""]
     for bench in sorted(summary.benchmark.unique()):
+        methods = bench_methods[bench]
         lines += [f"## {bench}", ""]
         tr = pd.DataFrame([t for t in train if t["benchmark"] == bench])
         lines += [f"Backbone factual accuracy per seed: {', '.join(f'{a:.4f}' for a in tr.factual_accuracy)}", ""]
         test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
         table = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
         table = table.merge(summary[summary.benchmark == bench][["method", "seconds", "speedup_vs_full_das", "delta_iia_vs_full_das"]], on="method")
-        table["method"] = pd.Categorical(table.method, [m for m in CHARGES if m in methods])
+        table["method"] = pd.Categorical(table.method, [m for m in METHODS if m in methods])
         table = table.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "seconds",
                                                            "speedup_vs_full_das", "delta_iia_vs_full_das"]]
         lines += ["Test IIA per variable (mean over seeds), counted seconds per seed, speedup and IIA difference versus Full DAS:", "",
                   _markdown(table), ""]
         shared = runtime[(runtime.benchmark == bench) & (runtime.method == "shared")].groupby("stage")[["seconds_wall", "seconds_cpu"]].mean()
         lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
+        lines += stage_a_lines(out, runs, bench)
         first_seed = next(seed for b, seed in runs if b == bench)
         figs = figure_paths(bench, first_seed, methods)
         runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
@@ -160,6 +169,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]], methods: list[str
         for method in methods:
             fig = figs.get(f"coupling_{slug(method)}")
             if fig:  # the methods figure_paths gives a coupling figure
-                coupling_figure(pd.read_parquet(first.couplings), read_json(first.handles(method)), method, out / fig)
+                grid = METHODS[method].grid
+                coupling_figure(pd.read_parquet(first.couplings(grid)), read_json(first.handles(method)), method, out / fig)
                 lines += [f"![{method} coupling]({fig})", ""]
     write_text("\n".join(lines), out / "report.md")

@@ -25,7 +25,7 @@ def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dic
     backbone = task.build_backbone(options["backbone"], seed)
     cfg = options["training"]
     rng = np.random.default_rng([seed, 31337])
-    held_out = task.sample_inputs(rng, cfg["eval_size"])
+    held_out = task.evaluation_inputs(rng, cfg["eval_size"])
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg["steps"])
     torch.manual_seed(seed)

@@ -21,7 +21,7 @@ from plotlib.readout import BitsReadout, SoftmaxReadout
 from plotlib.sites import Location
 
 _REGISTRY: dict[str, type["Task"]] = {}
-_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality",)
+_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition")
 
 
 def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
@@ -70,6 +70,16 @@ class Task(ABC):
     @abstractmethod
     def sample_pairs(self, rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
         """``n`` (base, source) input pairs and the counterfactual family of each pair."""
+
+    def bank_pairs(self, split: str, sizes: dict[str, int], rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+        """The (base, source) pairs and families of bank ``split``; ``sizes`` is the spec's ``banks``
+        section. By default ``sizes[split]`` independent draws of :meth:`sample_pairs`; tasks whose
+        banks partition a finite input set override this."""
+        return self.sample_pairs(rng, sizes[split])
+
+    def evaluation_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+        """Held-out inputs for factual accuracy: ``n`` fresh samples unless the task enumerates all."""
+        return self.sample_inputs(rng, n)
 
     @abstractmethod
     def encode(self, inputs: pd.DataFrame) -> torch.Tensor:

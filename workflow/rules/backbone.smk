@@ -9,6 +9,7 @@ rule resolve_spec:
         SPEC,
     params:
         scale=CFG["scale"],
+        methods=lambda wc: " ".join(f"'{m}'" for m in METHODS_OF[wc.benchmark]),
     localrule: True
     threads: 1
     resources:
@@ -16,7 +17,7 @@ rule resolve_spec:
         runtime=5,
     shell:
         "{PY} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
-        " --scale {params.scale} --schema {input.schema} --out {output}"
+        " --scale {params.scale} --schema {input.schema} --methods {params.methods} --out {output}"
 
 
 rule train_backbone:

@@ -6,7 +6,9 @@ from snakemake.exceptions import WorkflowError
 
 from plotlib.config import ConfigError, load_run
 from plotlib.layout import RunPaths, slug
-from plotlib.pipeline import COUPLING_METHODS, coarse_layers
+from plotlib.methods import METHODS as METHOD_TABLE
+from plotlib.methods import coupling_methods
+from plotlib.pipeline import coarse_layers
 
 BASE = Path(workflow.basedir)
 SCHEMAS = BASE / "workflow" / "schemas"
@@ -16,15 +18,13 @@ except ConfigError as err:
     raise WorkflowError(str(err))
 CFG = RUN.config
 OUT = CFG["output_dir"]
-METHODS = CFG["methods"]
-METHOD_BY_SLUG = {slug(m): m for m in METHODS}
+# Each benchmark's methods (its spec's list, narrowed by config 'methods'), and every method by file slug.
+METHODS_OF = {bench: spec["methods"] for bench, spec in RUN.benchmarks.items()}
+METHOD_BY_SLUG = {slug(m): m for m in METHOD_TABLE}
 PY = sys.executable
 THREADS = CFG["threads"]
 # The plotlib CLI, with this run's torch threads.
 PLOTLIB = f"{PY} -m plotlib --threads {THREADS}"
-
-if "PLOT-DAS" in METHODS and "PLOT" not in METHODS:
-    raise WorkflowError("config key 'methods': PLOT-DAS needs PLOT (it trains DAS where PLOT's handle sits)")
 
 # Wildcard path patterns of one (benchmark, seed) run.
 P = RunPaths(f"{OUT}/{{benchmark}}/seed{{seed}}")
@@ -37,6 +37,7 @@ wildcard_constraints:
     seed=r"\d+",
     split="fit|calibration|test|das_train",
     layer="[A-Za-z0-9_.-]+",
+    grid="coarse|native|pca",
 
 
 _LAYERS = {}

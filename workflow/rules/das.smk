@@ -1,5 +1,6 @@
 # DAS: Full DAS fans out one job per coarse layer (a cluster runs them in parallel), then selects on
-# calibration and tests once; PLOT-DAS trains only at the layer of each variable's PLOT handle.
+# calibration and tests once; guided DAS (PLOT-DAS, PLOT-native-DAS, PLOT-PCA-DAS) trains only where
+# its guide's handle points.
 
 DAS_BANKS = {f"{kind}_{s}": getattr(P, kind)(s) for kind in ("bank", "cache") for s in ("das_train", "calibration", "test")}
 
@@ -48,24 +49,33 @@ rule full_das_select:
         f"{PLOTLIB} das-select {RUN_ARGS} --method 'Full DAS' --layers {{params.layers}} 2> {{log}}"
 
 
-rule plot_das:
+def guided_inputs(wildcards):
+    guide = METHOD_TABLE[METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]].parent]
+    needs = {"spec": SPEC, "model": P.model, "handles": P.handles(guide.name), **DAS_BANKS}
+    if guide.grid != "coarse":
+        needs["bases"] = P.bases(guide.grid)
+    return {k: v.format(**wildcards) for k, v in needs.items()}
+
+
+rule guided_das:
     input:
-        spec=SPEC,
-        model=P.model,
-        handles=P.handles("PLOT"),
-        **DAS_BANKS,
+        unpack(guided_inputs),
     output:
-        accuracy=P.accuracy("PLOT-DAS"),
-        scores=P.das_scores("PLOT-DAS", "guided"),
-        bases=P.das_bases("PLOT-DAS", "guided"),
-        runtime=P.runtime("das_PLOT-DAS"),
-        select_runtime=P.runtime("select_PLOT-DAS"),
+        accuracy=P.accuracy("{method}"),
+        scores=P.das_scores("{method}", "guided"),
+        bases=P.das_bases("{method}", "guided"),
+        runtime=P.runtime("das_{method}"),
+        select_runtime=P.runtime("select_{method}"),
+    wildcard_constraints:
+        method="|".join(slug(m) for m, spec in METHOD_TABLE.items() if spec.kind == "das" and spec.parent),
+    params:
+        method=lambda wc: METHOD_BY_SLUG[wc.method],
     log:
-        P.log("plot_das"),
+        P.log("guided_das_{method}"),
     benchmark:
-        P.benchmark("plot_das")
+        P.benchmark("guided_das_{method}")
     threads: THREADS
     resources:
-        **sized("plot_das"),
+        **sized("guided_das"),
     shell:
-        f"{PLOTLIB} guided-das {RUN_ARGS} --method PLOT-DAS --guide PLOT 2> {{log}}"
+        f"{PLOTLIB} guided-das {RUN_ARGS} --method '{{params.method}}' 2> {{log}}"

@@ -1,56 +1,66 @@
 # PLOT: signatures on the fit bank, couplings over the solver grids, handles calibrated and tested.
+# Grid 'coarse' is Stage A (or the single stage); 'native' and 'pca' are Stage B, inside each
+# variable's PLOT location, so their rules read the Stage A handles.
+
+
+def signature_inputs(wildcards):
+    needs = {"spec": SPEC, "model": P.model, "bank": P.bank("fit"), "cache": P.cache("fit")}
+    if wildcards.grid != "coarse":
+        needs["stage_a"] = P.handles("PLOT")
+    return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
 rule signatures:
     input:
-        spec=SPEC,
-        model=P.model,
-        bank=P.bank("fit"),
-        cache=P.cache("fit"),
+        unpack(signature_inputs),
     output:
-        signatures=P.signatures,
-        runtime=P.runtime("signatures"),
+        signatures=P.signatures("{grid}"),
+        bases=P.bases("{grid}"),
+        runtime=P.runtime("signatures_{grid}"),
     log:
-        P.log("signatures"),
+        P.log("signatures_{grid}"),
     benchmark:
-        P.benchmark("signatures")
+        P.benchmark("signatures_{grid}")
     threads: THREADS
     resources:
         **sized("signatures"),
     group:
         "plot"
     shell:
-        f"{PLOTLIB} signatures {RUN_ARGS} 2> {{log}}"
+        f"{PLOTLIB} signatures {RUN_ARGS} --grid {{wildcards.grid}} 2> {{log}}"
 
 
 rule couple:
     input:
         spec=SPEC,
-        signatures=P.signatures,
+        signatures=P.signatures("{grid}"),
     output:
-        couplings=P.couplings,
-        runtime=P.runtime("couple"),
+        couplings=P.couplings("{grid}"),
+        runtime=P.runtime("couple_{grid}"),
     params:
-        methods=" ".join(f"'{m}'" for m in METHODS if m in COUPLING_METHODS),
+        methods=lambda wc: " ".join(f"'{m}'" for m in coupling_methods(METHODS_OF[wc.benchmark], wc.grid)),
     log:
-        P.log("couple"),
+        P.log("couple_{grid}"),
     benchmark:
-        P.benchmark("couple")
+        P.benchmark("couple_{grid}")
     threads: THREADS
     resources:
         **sized("couple"),
     group:
         "plot"
     shell:
-        f"{PLOTLIB} couple {RUN_ARGS} --methods {{params.methods}} 2> {{log}}"
+        f"{PLOTLIB} couple {RUN_ARGS} --grid {{wildcards.grid}} --methods {{params.methods}} 2> {{log}}"
 
 
 def calibrate_inputs(wildcards):
-    needs = {"spec": SPEC.format(**wildcards), "model": P.model.format(**wildcards)}
-    needs.update({f"{kind}_{s}": getattr(P, kind)(s).format(**wildcards) for kind in ("bank", "cache") for s in ("calibration", "test")})
-    if METHOD_BY_SLUG[wildcards.method] in COUPLING_METHODS:
-        needs["couplings"] = P.couplings.format(**wildcards)
-    return needs
+    method = METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]]
+    needs = {"spec": SPEC, "model": P.model}
+    needs.update({f"{kind}_{s}": getattr(P, kind)(s) for kind in ("bank", "cache") for s in ("calibration", "test")})
+    if method.solver != "onehot":
+        needs["couplings"] = P.couplings(method.grid)
+    if method.grid != "coarse":
+        needs["bases"] = P.bases(method.grid)
+    return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
 rule calibrate:
@@ -62,7 +72,7 @@ rule calibrate:
         accuracy=P.accuracy("{method}"),
         runtime=P.runtime("calibrate_{method}"),
     wildcard_constraints:
-        method="|".join(slug(m) for m in METHODS if m in COUPLING_METHODS or m == "brute-force") or "none",
+        method="|".join(slug(m) for m, spec in METHOD_TABLE.items() if spec.kind == "handle"),
     params:
         method=lambda wc: METHOD_BY_SLUG[wc.method],
     log:

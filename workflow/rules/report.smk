@@ -8,7 +8,7 @@ REPORT_TABLES = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parqu
 FIGURES = {
     (bench, kind): f"{OUT}/{path}"
     for bench in RUN.benchmarks
-    for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS).items()
+    for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench]).items()
 }
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values()]
 
@@ -22,7 +22,8 @@ def _figure_report(bench, kind):
 
 rule report:
     input:
-        accuracy=[P.accuracy(m).format(benchmark=b, seed=s) for b, s in run_roots() for m in METHODS],
+        specs=[SPEC.format(benchmark=b) for b in RUN.benchmarks],
+        accuracy=[P.accuracy(m).format(benchmark=b, seed=s) for b, s in run_roots() for m in METHODS_OF[b]],
         metrics=[P.train_metrics.format(benchmark=b, seed=s) for b, s in run_roots()],
     output:
         *REPORT_TABLES,
@@ -31,7 +32,6 @@ rule report:
         *[_figure_report(bench, kind) for bench, kind in FIGURES],
     params:
         runs=" ".join(f"{b}:{s}" for b, s in run_roots()),
-        methods=" ".join(f"'{m}'" for m in METHODS),
     log:
         f"{OUT}/logs/report.log",
     localrule: True
@@ -40,4 +40,4 @@ rule report:
         mem_mb=1000,
         runtime=10,
     shell:
-        f"{PY} -m plotlib report --output-dir {OUT} --runs {{params.runs}} --methods {{params.methods}} 2> {{log}}"
+        f"{PY} -m plotlib report --output-dir {OUT} --runs {{params.runs}} 2> {{log}}"
