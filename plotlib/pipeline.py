@@ -30,14 +30,12 @@ from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
 from plotlib.metrics import selection_score
 from plotlib.patching import site_subspace
-from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature
 from plotlib.methods import REFINE_GRIDS
 from plotlib.refine import native_group_sites, pca_basis, pca_span_sites, support_basis
 from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
 from plotlib.timing import RuntimeLog
 from plotlib.training import factual_accuracy, train_backbone
-from plotlib.transport import conditional, couple, softmax_match
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +172,8 @@ def _grid_sites(run: Run, grid: str) -> tuple[dict[str, list[Site]], dict[str, t
 def stage_signatures(run: Run, grid: str = "coarse") -> None:
     """Abstract and neural output-effect signatures on the fit bank, and their cost, on one site grid.
     Stage B sites outside a variable's own location are marked not ``allowed`` for it."""
+    from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature  # POT: outside the timer
+
     cfg = run.spec["signatures"]
     charged = "signatures" if grid == "coarse" else REFINE_GRIDS[grid]
     with run.runtime.stage(charged, "signatures"):
@@ -213,6 +213,8 @@ def _solver_grid(run: Run, method: str) -> list[dict]:
 def stage_couple(run: Run, grid: str, methods: Iterable[str]) -> None:
     """Plans over each coupling method's solver grid, as a long table (method, params, variable, site,
     mass). Variables that share their allowed sites (Stage B: the same location) share one coupling."""
+    from plotlib.transport import couple, softmax_match  # POT: imported outside the timer
+
     sig = np.load(run.paths.signatures(grid))
     cost, allowed, variables, sites = sig["cost"], sig["allowed"], sig["variables"].tolist(), sig["sites"].tolist()
     groups: dict[bytes, list[int]] = {}
@@ -259,9 +261,13 @@ def stage_calibrate(run: Run, method: str) -> None:
         cal = run.bank("calibration")
         for variable in run.task.targets:
             scored = []
+            seen: dict[tuple, dict] = {}  # solver settings often give the same handle: score it once
             for params, pi_row, sites in _coupling_rows(run, method, variable):
                 for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1)):
-                    scores = evaluate_handle(run.backbone, cal, handle, variable, run.widths, bases)
+                    key = (handle.label, tuple(round(w, 9) for w in handle.weights), handle.gain)
+                    if key not in seen:
+                        seen[key] = evaluate_handle(run.backbone, cal, handle, variable, run.widths, bases)
+                    scores = seen[key]
                     hp = {**params, **hp}
                     scored.append((selection_score(scores), hp, handle))
                     cal_rows.append({"variable": variable, "hyperparameters": json.dumps(hp, sort_keys=True),
@@ -287,6 +293,8 @@ def _coupling_rows(run: Run, method: str, variable: str):
         for i in range(len(sites)):
             yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
         return
+    from plotlib.transport import conditional
+
     plans = pd.read_parquet(run.paths.couplings(methods_mod.get(method).grid))
     plans = plans[(plans.method == method) & (plans.variable == variable)]
     for params, group in plans.groupby("params", sort=False):

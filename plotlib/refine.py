@@ -44,8 +44,8 @@ def pca_basis(activations: torch.Tensor) -> torch.Tensor:
         raise FloatingPointError("non-finite activations given to PCA")
     x = activations.double()
     x = x - x.mean(0)
-    _, _, vh = torch.linalg.svd(x, full_matrices=True)
-    return vh.T.float().contiguous()
+    _, vectors = torch.linalg.eigh(x.T @ x)  # (d, d) eigenvectors of the scatter matrix, ascending
+    return vectors.flip(1).float().contiguous()
 
 
 def support_basis(sites: Iterable[Site], width: int, basis: torch.Tensor | None = None) -> torch.Tensor:

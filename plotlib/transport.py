@@ -22,12 +22,16 @@ def uniform(n: int) -> np.ndarray:
 
 def sinkhorn_log_unbalanced(
     a: np.ndarray, b: np.ndarray, cost: np.ndarray, eps: float, rho_a: float, rho_b: float,
-    max_iter: int = 5000, tol: float = 1e-9,
+    max_iter: int = 5000, tol: float = 1e-9, translate: bool = True,
 ) -> np.ndarray:
     """Entropic unbalanced OT with KL marginal penalties ``rho_a``, ``rho_b`` (``inf`` = hard).
 
     Log-domain dual updates f <- tau_a * softmin, g <- tau_b * softmin with tau = rho / (rho + eps);
-    the plan is a_i b_j exp((f_i + g_j - C_ij) / eps).
+    the plan is a_i b_j exp((f_i + g_j - C_ij) / eps). With a hard ``a`` marginal, each iteration
+    also moves (f, g) to (f + c, g - c) with the c that maximizes the dual (closed form; the plan is
+    unchanged). This removes the slow mode of plain iteration, which contracts only by tau_b per
+    step (translation-invariant Sinkhorn, Sejourne et al. 2023): one iteration for a single row,
+    a few hundred instead of thousands at eps ~ 1e-3.
     """
     if eps <= 0:
         raise ValueError(f"eps must be positive, got {eps}")
@@ -38,6 +42,9 @@ def sinkhorn_log_unbalanced(
     for _ in range(max_iter):  # the site update first, so a hard variable marginal holds exactly on exit
         g_new = -tau_b * eps * logsumexp(log_a[:, None] + (f[:, None] - cost) / eps, axis=0)
         f_new = -tau_a * eps * logsumexp(log_b[None, :] + (g_new[None, :] - cost) / eps, axis=1)
+        if translate and math.isinf(rho_a) and not math.isinf(rho_b):
+            shift = rho_b * (np.log(a.sum()) - logsumexp(log_b - g_new / rho_b))
+            f_new, g_new = f_new + shift, g_new - shift
         done = max(np.abs(f_new - f).max(), np.abs(g_new - g).max()) < tol
         f, g = f_new, g_new
         if done:

@@ -51,3 +51,20 @@ def test_bad_inputs_are_named():
         couple(np.array([[np.nan, 1.0]]), "sinkhorn", eps=1)
     with pytest.raises(ValueError, match="beta"):
         couple(np.ones((2, 2)), "uot", eps=1)
+
+
+def test_semi_relaxed_uot_matches_its_closed_form_for_one_variable():
+    """With one row, a hard row marginal and a KL-relaxed site marginal, the plan is the softmax of
+    -cost at temperature beta + eps (weighted by the uniform site marginal)."""
+    row = np.random.default_rng(1).random((1, 7))
+    for eps, beta in [(0.003, 1.0), (0.03, 0.1), (0.3, 3.0)]:
+        plan = couple(row, "uot", eps=eps, beta=beta)
+        assert np.allclose(plan, softmax_match(row, beta + eps), atol=1e-9)
+
+
+@pytest.mark.parametrize("eps,beta", [(0.003, 0.1), (0.01, 1.0), (0.1, 3.0)])
+def test_translated_iterations_reach_the_plain_fixed_point(cost, eps, beta):
+    a, b = np.full(3, 1 / 3), np.full(20, 1 / 20)
+    fast = sinkhorn_log_unbalanced(a, b, cost, eps, np.inf, beta)
+    plain = sinkhorn_log_unbalanced(a, b, cost, eps, np.inf, beta, max_iter=400_000, tol=1e-13, translate=False)
+    assert np.allclose(fast, plain, atol=1e-7)

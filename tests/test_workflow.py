@@ -9,35 +9,48 @@ from plotlib.backbones import load_backbone
 from plotlib.config import ConfigError, load_yaml, resolve_benchmark
 from workflow_runs import ROOT, snakemake, tiny_run
 
-METHODS = ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS"]
+# each benchmark's methods, target variables and test pairs in the tiny config
+METHODS = {
+    "hierarchical_equality": ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS"],
+    "binary_addition": ["PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS", "PLOT-native-DAS", "PLOT-PCA-DAS"],
+}
+VARIABLES = {"hierarchical_equality": ["WX", "YZ"], "binary_addition": ["C1", "C2", "C3"]}
+TEST_PAIRS = {"hierarchical_equality": 120, "binary_addition": 16 * 17}  # 16 test bases x 17 sources
+TIMESTEPS = {"hierarchical_equality": ["h1", "h2", "h3"], "binary_addition": ["h0", "h1", "h2", "h3"]}
 
 
 def test_summary_has_every_method_and_column(tiny_results):
     summary = pd.read_csv(tiny_results / "summary.csv")
     for col in ("benchmark", "method", "iia", "seconds", "speedup_vs_full_das", "delta_iia_vs_full_das"):
         assert col in summary.columns
-    assert sorted(summary.method) == sorted(METHODS)
-    assert summary.iia.between(0, 1).all() and (summary.seconds > 0).all()
-    full = summary.set_index("method").loc["Full DAS"]
-    assert full.speedup_vs_full_das == pytest.approx(1.0) and full.delta_iia_vs_full_das == pytest.approx(0.0)
-    plot = summary.set_index("method").loc["PLOT"]
-    assert plot.speedup_vs_full_das == pytest.approx(full.seconds / plot.seconds)
+    for bench, methods in METHODS.items():
+        part = summary[summary.benchmark == bench].set_index("method")
+        assert sorted(part.index) == sorted(methods)
+        assert part.iia.between(0, 1).all() and (part.seconds > 0).all()
+        full = part.loc["Full DAS"]
+        assert full.speedup_vs_full_das == pytest.approx(1.0) and full.delta_iia_vs_full_das == pytest.approx(0.0)
+        plot = part.loc["PLOT"]
+        assert plot.speedup_vs_full_das == pytest.approx(full.seconds / plot.seconds)
 
 
 def test_long_tables_have_their_schemas(tiny_results):
     acc = pd.read_parquet(tiny_results / "accuracy.parquet")
     assert {"benchmark", "seed", "method", "variable", "split", "metric", "value", "n"} <= set(acc.columns)
-    test = acc[acc.split == "test"]
-    # every method reports sensitive, invariant and combined IIA for both variables
-    assert len(test) == len(METHODS) * 2 * 3
-    assert set(test.metric) == {"sensitive", "invariant", "combined"}
-    assert (test[test.metric == "combined"].n == 120).all()
     runtime = pd.read_parquet(tiny_results / "runtime.parquet")
     assert list(runtime.columns) == ["benchmark", "seed", "method", "stage", "seconds_wall", "seconds_cpu"]
-    assert {"shared", "signatures", "PLOT", "Full DAS", "PLOT-DAS"} <= set(runtime.method)
-    assert set(runtime[runtime.method == "Full DAS"].stage) >= {"das_h1", "das_h2", "das_h3", "select_test"}
+    for bench, methods in METHODS.items():
+        test = acc[(acc.split == "test") & (acc.benchmark == bench)]
+        # every method reports sensitive, invariant and combined IIA for every target variable
+        assert len(test) == len(methods) * len(VARIABLES[bench]) * 3
+        assert sorted(set(test.variable)) == VARIABLES[bench]
+        assert set(test.metric) == {"sensitive", "invariant", "combined"}
+        assert (test[test.metric == "combined"].n == TEST_PAIRS[bench]).all()
+        rt = runtime[runtime.benchmark == bench]
+        assert {"shared", "signatures", "PLOT", "Full DAS", "PLOT-DAS"} <= set(rt.method)
+        assert set(rt[rt.method == "Full DAS"].stage) >= {f"das_{t}" for t in TIMESTEPS[bench]} | {"select_test"}
     # each timed piece of work is one row: nothing is charged twice
     assert not runtime.duplicated(["benchmark", "seed", "method", "stage"]).any()
+    assert {"PLOT-native", "PLOT-PCA"} <= set(runtime[runtime.stage == "signatures"].method)  # Stage B is charged
     brute = acc[(acc.method == "brute-force") & (acc.split == "test")]
     assert all('"gain": 1.0' in hp and '"k": 1' in hp for hp in brute.hyperparameters)
 
@@ -45,15 +58,38 @@ def test_long_tables_have_their_schemas(tiny_results):
 def test_figures_and_report(tiny_results):
     figures = sorted((tiny_results / "figures").glob("*.png"))
     names = [f.name for f in figures]
-    assert "hierarchical_equality_runtime_vs_iia.png" in names
-    assert any("coupling_plot_seed0" in n for n in names)
+    assert "hierarchical_equality_runtime_vs_iia.png" in names and "binary_addition_runtime_vs_iia.png" in names
+    assert "hierarchical_equality_coupling_plot_seed0.png" in names
+    for method in ("plot", "plot_native", "plot_pca"):  # one coupling heatmap per stage
+        assert f"binary_addition_coupling_{method}_seed0.png" in names
     for fig in figures:
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and fig.stat().st_size > 5000
     report = (tiny_results / "report.md").read_text()
-    for method in METHODS:
+    for method in set(METHODS["hierarchical_equality"]) | set(METHODS["binary_addition"]):
         assert f"| {method} |" in report
+    assert "- seed 0: C1 -> h" in report  # where Stage A put each carry, said plainly
     # every heavy rule left a Snakemake benchmark record beside the in-job runtime rows
     assert (tiny_results / "hierarchical_equality/seed0/benchmarks/full_das_h1.tsv").exists()
+    for t in TIMESTEPS["binary_addition"]:  # Full DAS fans out one job per timestep
+        assert (tiny_results / f"binary_addition/seed0/benchmarks/full_das_{t}.tsv").exists()
+
+
+def test_stage_b_reads_stage_a_and_guided_das_stays_inside_it(tiny_results):
+    import json
+
+    run = tiny_results / "binary_addition/seed0"
+    stage_a = json.loads((run / "handles/plot.json").read_text())
+    for method in ("plot_native", "plot_pca"):
+        stage_b = json.loads((run / f"handles/{method}.json").read_text())
+        for variable, chosen in stage_b.items():
+            layer = stage_a[variable]["handle"]["sites"][0].split("/")[0]
+            assert all(site.startswith(f"{layer}/") for site in chosen["handle"]["sites"])
+    for method, support in (("plot_native_das", "plot_native"), ("plot_pca_das", "plot_pca")):
+        scores = pd.read_parquet(run / f"das/{method}/guided.parquet")
+        stage_b = json.loads((run / f"handles/{support}.json").read_text())
+        for _, row in scores.iterrows():
+            assert row.k <= row.room <= 16
+            assert row.layer == stage_b[row.variable]["handle"]["sites"][0].split("/")[0]
 
 
 def test_same_config_gives_same_tables(tiny_results, tmp_path):
@@ -62,9 +98,9 @@ def test_same_config_gives_same_tables(tiny_results, tmp_path):
     a = pd.read_parquet(tiny_results / "accuracy.parquet").sort_values(keys).reset_index(drop=True)
     b = pd.read_parquet(again / "accuracy.parquet").sort_values(keys).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
-    for name in ("plot.json", "plot_uot.json"):
-        assert (tiny_results / "hierarchical_equality/seed0/handles" / name).read_text() == \
-               (again / "hierarchical_equality/seed0/handles" / name).read_text()
+    for bench, name in [("hierarchical_equality", "plot.json"), ("hierarchical_equality", "plot_uot.json"),
+                        ("binary_addition", "plot_pca.json")]:
+        assert (tiny_results / bench / "seed0/handles" / name).read_text() == (again / bench / "seed0/handles" / name).read_text()
 
 
 @pytest.mark.parametrize("config,named", [
@@ -74,6 +110,7 @@ def test_same_config_gives_same_tables(tiny_results, tmp_path):
     ({"benchmarks": ["no_such_benchmark"]}, "benchmarks[0]"),
     ({"methods": ["PLOT", "Fancy DAS"]}, "methods[1]"),
     ({"scale": "huge"}, "scale"),
+    ({"methods": ["PLOT-DAS"]}, "methods"),  # PLOT-DAS needs PLOT
 ])
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, config, named):
     result = snakemake(tmp_path, "--dry-run", config=config)

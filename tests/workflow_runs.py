@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"output_dir": "results", "scale": "tiny", "seeds": [0]}
+TINY = {"output_dir": "results", "scale": "tiny", "seeds": [0], "benchmarks": ["hierarchical_equality", "binary_addition"]}
 
 
 def snakemake(workdir: Path, *args: str, config: dict | None = None, env: dict | None = None,
