@@ -95,7 +95,7 @@ class UnrolledGRU(nn.Module):
 
     def resume(self, layer: str, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """Continue from ``h`` at tap ``layer``. The heads of the earlier steps read unpatched states, so
-        they are recomputed from ``x`` without gradient (no hooks fire there)."""
+        they are recomputed from ``x`` without gradient and without hooks."""
         if x is None:
             raise ValueError("UnrolledGRU.resume needs the inputs x: later steps read them")
         self._check(x)

@@ -14,7 +14,7 @@ from torch import nn
 
 from plotlib.cache import CachedBank
 from plotlib.metrics import iia
-from plotlib.patching import Edit, run_with_edits, site_subspace
+from plotlib.patching import Edit, Operator, run_with_edits, site_subspace, sweep_single_sites
 from plotlib.sites import Site
 
 
@@ -74,6 +74,30 @@ def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, varia
     layers = {e.location.layer for e in edits}
     logits = run_with_edits(backbone, bank.x_base, edits, bank.base_acts(layers))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
+
+
+@torch.no_grad()
+def evaluate_handles(backbone: nn.Module, bank: CachedBank, handles: Sequence[Handle], variable: str,
+                     widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
+    """IIA of many handles: those whose sites share one location are collapsed to one operator each and
+    run stacked in the batch dimension (one resumed forward for many handles); others run one by one."""
+    bases = bases or {}
+    results: list[dict[str, float] | None] = [None] * len(handles)
+    by_location: dict[str, list[int]] = {}
+    for i, handle in enumerate(handles):
+        locations = {s.location for s in handle.sites}
+        if len(locations) == 1 and next(iter(locations)).position is None:
+            by_location.setdefault(next(iter(locations)).layer, []).append(i)
+        else:
+            results[i] = evaluate_handle(backbone, bank, handle, variable, widths, bases)
+    predict, labels, sensitive = bank.task.readout.predict, bank.labels(variable), bank.sensitive(variable)
+    for layer, idx in by_location.items():
+        operators = [Operator.combine([(handles[i].gain * w, site_subspace(s, widths[layer], bases.get(s.location.id)))
+                                       for s, w in zip(handles[i].sites, handles[i].weights)], widths[layer]) for i in idx]
+        logits = sweep_single_sites(backbone, layer, bank.acts("base", layer), bank.acts("source", layer), operators, bank.x_base)
+        for i, out in zip(idx, logits):
+            results[i] = iia(predict(out), labels, sensitive)
+    return results  # type: ignore[return-value]
 
 
 def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float],

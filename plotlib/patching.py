@@ -35,6 +35,24 @@ class Subspace:
         return (delta @ self.basis) @ self.basis.T
 
 
+@dataclass(frozen=True)
+class Operator:
+    """A general linear map M (d, d) on the difference: ``delta @ M``. A handle whose sites share one
+    location collapses to one: M = sum_S coeff_S P_S, so many handles can share a stacked forward."""
+
+    matrix: torch.Tensor
+
+    def project(self, delta: torch.Tensor) -> torch.Tensor:
+        return delta @ self.matrix
+
+    @classmethod
+    def combine(cls, parts: Sequence[tuple[float, Subspace]], width: int) -> "Operator":
+        matrix = torch.zeros(width, width)
+        for coeff, sub in parts:
+            matrix += coeff * (torch.diag(sub.mask) if sub.mask is not None else sub.basis @ sub.basis.T)
+        return cls(matrix)
+
+
 def site_subspace(site: Site, width: int, basis: torch.Tensor | None = None) -> Subspace:
     """The subspace a site covers; ``basis`` (d, m) is required for ``basis`` supports."""
     support = site.support
@@ -114,12 +132,12 @@ def sweep_single_sites(
     layer: str,
     base_h: torch.Tensor,
     source_h: torch.Tensor,
-    subspaces: Sequence[Subspace],
+    subspaces: Sequence[Subspace | Operator],
     x: torch.Tensor | None = None,
     coeff: float = 1.0,
     max_rows: int = 65536,
 ) -> torch.Tensor:
-    """Logits (n_sites, B, out) for one interchange per subspace at ``layer``, many sites per forward:
+    """Logits (n_sites, B, out) for one interchange per subspace (or operator) at ``layer``, many per forward:
     the patched activations are stacked in the batch dimension and only the later layers run."""
     n, batch = len(subspaces), base_h.shape[0]
     delta = source_h - base_h

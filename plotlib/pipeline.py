@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
 from plotlib.backbones import load_backbone, save_backbone
-from plotlib.cache import CachedBank, build_cache
-from plotlib.das import dimension_hint, evaluate_rotation, train_rotation
-from plotlib.handles import Handle, candidate_handles, evaluate_handle
+from plotlib.cache import CachedBank, build_cache, capture
+from plotlib.das import Rotation, dimension_hint, evaluate_rotation, train_rotation
+from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
 from plotlib.metrics import selection_score
@@ -62,7 +62,16 @@ class Run:
 
     @cached_property
     def backbone(self) -> torch.nn.Module:
-        return load_backbone(self.paths.model)
+        """The trained backbone, warmed up (one forward and backward pass) so that no stage timer
+        charges torch's one-time kernel and autograd initialization to the method that happens first."""
+        model = load_backbone(self.paths.model)
+        x = self.task.encode(self.task.sample_inputs(np.random.default_rng(0), 8))
+        first = self.task.coarse_locations(model)[0].layer
+        with torch.enable_grad():  # the DAS path: an orthogonal parametrization, a resumed suffix, backward
+            q = Rotation(model.width(first), 1).basis()
+            h = capture(model, x, [first])[first]
+            model.resume(first, h + (h @ q) @ q.T, x).sum().backward()
+        return model
 
     @cached_property
     def locations(self):
@@ -185,7 +194,13 @@ def stage_signatures(run: Run, grid: str = "coarse") -> None:
         neural = signature(neural_effects(run.backbone, fit, sites, subspaces), families, cfg["aggregate"], cfg["normalize"])
         abstract = signature(torch.stack([abstract_effects(fit, v) for v in run.task.targets]), families, cfg["aggregate"], cfg["normalize"])
         cost = cost_matrix(abstract, neural, cfg["cost"])
-        allowed = np.array([[s in set(per_variable[v]) for s in sites] for v in run.task.targets])
+        # a site whose interchange changes no output on the fit bank (a dead neuron, a PCA direction the
+        # data never varies along) is inert: it cannot carry a variable, so it is no candidate
+        active = np.linalg.norm(neural, axis=1) > 1e-12
+        allowed = np.array([[s in set(per_variable[v]) for s in sites] for v in run.task.targets]) & active
+        for v, row in zip(run.task.targets, allowed):
+            if not row.any():
+                raise ValueError(f"no active candidate site for {v} on grid {grid!r}: every interchange there is inert")
     with atomic_path(run.paths.bases(grid)) as tmp:
         save_file(bases, str(tmp))
     with atomic_path(run.paths.signatures(grid)) as tmp, open(tmp, "wb") as fh:
@@ -260,18 +275,20 @@ def stage_calibrate(run: Run, method: str) -> None:
     with run.runtime.stage(method, "calibrate"):
         cal = run.bank("calibration")
         for variable in run.task.targets:
+            candidates = [({**params, **hp}, handle) for params, pi_row, sites in _coupling_rows(run, method, variable)
+                          for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1))]
+            # solver settings often give the same handle: score each distinct one once, many per forward
+            distinct = list(dict.fromkeys(_handle_key(h) for _, h in candidates))
+            first = {}
+            for _, h in candidates:
+                first.setdefault(_handle_key(h), h)
+            scores_of = dict(zip(distinct, evaluate_handles(run.backbone, cal, [first[k] for k in distinct], variable, run.widths, bases)))
             scored = []
-            seen: dict[tuple, dict] = {}  # solver settings often give the same handle: score it once
-            for params, pi_row, sites in _coupling_rows(run, method, variable):
-                for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1)):
-                    key = (handle.label, tuple(round(w, 9) for w in handle.weights), handle.gain)
-                    if key not in seen:
-                        seen[key] = evaluate_handle(run.backbone, cal, handle, variable, run.widths, bases)
-                    scores = seen[key]
-                    hp = {**params, **hp}
-                    scored.append((selection_score(scores), hp, handle))
-                    cal_rows.append({"variable": variable, "hyperparameters": json.dumps(hp, sort_keys=True),
-                                     "sites": handle.label, **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
+            for hp, handle in candidates:
+                scores = scores_of[_handle_key(handle)]
+                scored.append((selection_score(scores), hp, handle))
+                cal_rows.append({"variable": variable, "hyperparameters": json.dumps(hp, sort_keys=True),
+                                 "sites": handle.label, **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
             chosen[variable] = _choose(scored)
     with run.runtime.stage(method, "test"):
         test = run.bank("test")
@@ -285,6 +302,10 @@ def stage_calibrate(run: Run, method: str) -> None:
     run.write_runtime(f"calibrate_{method}")
 
 
+def _handle_key(handle: Handle) -> tuple:
+    return handle.label, tuple(round(w, 9) for w in handle.weights), handle.gain
+
+
 def _coupling_rows(run: Run, method: str, variable: str):
     """(solver params, pi(S | variable), sites) for each solver setting; brute-force gets one-hot rows
     over the Stage A sites."""
@@ -293,12 +314,13 @@ def _coupling_rows(run: Run, method: str, variable: str):
         for i in range(len(sites)):
             yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
         return
-    from plotlib.transport import conditional
-
     plans = pd.read_parquet(run.paths.couplings(methods_mod.get(method).grid))
     plans = plans[(plans.method == method) & (plans.variable == variable)]
     for params, group in plans.groupby("params", sort=False):
-        pi = conditional(group.mass.to_numpy()[None, :])[0]
+        mass = group.mass.to_numpy()
+        if mass.sum() <= 0:
+            raise FloatingPointError(f"{method}: variable {variable} received no transport mass at {params}")
+        pi = mass / mass.sum()
         yield json.loads(params), pi, [Site.parse(s) for s in group.site]
 
 

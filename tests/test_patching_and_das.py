@@ -84,3 +84,19 @@ def test_iia_hand_case():
     assert out["combined"] == pytest.approx(2 / 3) and out["n_sensitive"] == 3 and out["n_invariant"] == 3
     only_sensitive = iia(pred[:3], cf[:3], sens[:3])
     assert only_sensitive["combined"] == only_sensitive["sensitive"]
+
+
+def test_batched_handle_evaluation_equals_one_handle_at_a_time(mlp, cached_bank):
+    from plotlib.handles import evaluate_handles
+
+    widths = {"h1": 16, "h2": 16, "h3": 16}
+    handles = [
+        Handle((Site.parse("h1/coords[0:4]"), Site.parse("h1/coords[2]")), (0.7, 0.3), 2.0),  # overlapping supports
+        Handle((Site.parse("h2/all"),), (1.0,), 0.5),
+        Handle((Site.parse("h1/coords[3]"), Site.parse("h3/coords[5]")), (0.5, 0.5), 1.0),  # two layers: hooked path
+        Handle((Site.parse("h1/coords[7]"),), (1.0,), 4.0),
+    ]
+    batched = evaluate_handles(mlp, cached_bank, handles, "WX", widths)
+    for handle, scores in zip(handles, batched):
+        alone = evaluate_handle(mlp, cached_bank, handle, "WX", widths)
+        assert scores == pytest.approx(alone)
