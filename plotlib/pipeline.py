@@ -181,7 +181,7 @@ def _grid_sites(run: Run, grid: str) -> tuple[dict[str, list[Site]], dict[str, t
 def stage_signatures(run: Run, grid: str = "coarse") -> None:
     """Abstract and neural output-effect signatures on the fit bank, and their cost, on one site grid.
     Stage B sites outside a variable's own location are marked not ``allowed`` for it."""
-    from plotlib.signatures import abstract_effects, cost_matrix, neural_effects, signature  # POT: outside the timer
+    from plotlib.signatures import abstract_effects, active_rows, cost_matrix, neural_effects, signature  # POT: outside the timer
 
     cfg = run.spec["signatures"]
     charged = "signatures" if grid == "coarse" else REFINE_GRIDS[grid]
@@ -191,12 +191,13 @@ def stage_signatures(run: Run, grid: str = "coarse") -> None:
         fit = run.bank("fit")
         subspaces = [site_subspace(s, run.widths[s.location.layer], bases.get(s.location.id)) for s in sites]
         families = fit.frame["family"].tolist()
-        neural = signature(neural_effects(run.backbone, fit, sites, subspaces), families, cfg["aggregate"], cfg["normalize"])
+        effects = neural_effects(run.backbone, fit, sites, subspaces)
+        neural = signature(effects, families, cfg["aggregate"], cfg["normalize"])
         abstract = signature(torch.stack([abstract_effects(fit, v) for v in run.task.targets]), families, cfg["aggregate"], cfg["normalize"])
         cost = cost_matrix(abstract, neural, cfg["cost"])
         # a site whose interchange changes no output on the fit bank (a dead neuron, a PCA direction the
         # data never varies along) is inert: it cannot carry a variable, so it is no candidate
-        active = np.linalg.norm(neural, axis=1) > 1e-12
+        active = active_rows(effects)
         allowed = np.array([[s in set(per_variable[v]) for s in sites] for v in run.task.targets]) & active
         for v, row in zip(run.task.targets, allowed):
             if not row.any():

@@ -64,6 +64,14 @@ def signature(effects: torch.Tensor, families: Sequence[str], aggregate: str, no
     return sig
 
 
+def active_rows(effects: torch.Tensor, rel_tol: float = 1e-6) -> np.ndarray:
+    """Which sites change any output: effect norm above ``rel_tol`` x the largest site's. A site below
+    it is inert (a dead neuron, a direction the data never varies along): its normalized signature
+    would be float noise blown up to unit length."""
+    norms = torch.linalg.vector_norm(effects.double().reshape(effects.shape[0], -1), dim=1).numpy()
+    return norms > rel_tol * max(norms.max(initial=0.0), 1e-300)
+
+
 def cost_matrix(abstract: np.ndarray, neural: np.ndarray, metric: str) -> np.ndarray:
     """C[V, S] between abstract and neural signatures (squared Euclidean by default)."""
     if metric not in COSTS:

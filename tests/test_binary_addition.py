@@ -148,3 +148,12 @@ def test_support_restricted_rotation_stays_inside_its_support():
 def test_dimension_hint_scales_the_support_size():
     assert dimension_hint(4, [0.5, 1, 1.5]) == [2, 4]  # 6 is capped at the support's 4
     assert dimension_hint(1, [0.5, 1, 1.5]) == [1]
+
+
+def test_inert_sites_are_told_apart_from_float_noise():
+    from plotlib.signatures import active_rows
+
+    effects = torch.zeros(3, 10, 5)
+    effects[0] = 0.3
+    effects[1] = 1e-9  # what a direction outside the data's span gives: rounding noise
+    assert active_rows(effects).tolist() == [True, False, False]
