@@ -10,6 +10,7 @@ import torch
 from plotlib import pipeline
 from plotlib.config import ConfigError, load_yaml, resolve_benchmark
 from plotlib.io import write_json
+from plotlib.methods import GRIDS
 
 
 def _resolve(args: argparse.Namespace) -> None:
@@ -64,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
           lambda run, a: pipeline.stage_cache(run, a.split)).add_argument("--split", required=True)
     q = stage("signatures", "output-effect signatures and cost on the fit bank, on one site grid",
               lambda run, a: pipeline.stage_signatures(run, a.grid))
-    q.add_argument("--grid", default="coarse", choices=["coarse", "native", "pca"])
+    q.add_argument("--grid", default="coarse", choices=GRIDS)
     q = stage("couple", "OT/UOT/softmax plans over the solver grids, on one site grid",
               lambda run, a: pipeline.stage_couple(run, a.grid, a.methods), False)
-    q.add_argument("--grid", default="coarse", choices=["coarse", "native", "pca"])
+    q.add_argument("--grid", default="coarse", choices=GRIDS)
     q.add_argument("--methods", nargs="+", required=True)
     stage("calibrate", "choose handles on calibration, evaluate on test",
           lambda run, a: pipeline.stage_calibrate(run, a.method)).add_argument("--method", required=True)

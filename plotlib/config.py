@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from plotlib.methods import REFINE_GRIDS, missing_parents
 from plotlib.methods import get as get_method
-from plotlib.methods import missing_parents
 
 
 class ConfigError(ValueError):
@@ -85,7 +85,7 @@ def select_methods(spec: dict, wanted: list[str] | None, name: str) -> dict:
         raise ConfigError(f"config key 'methods': none of {wanted} is a method of benchmark {name} ({spec['methods']})")
     for method, parent in missing_parents(methods):
         raise ConfigError(f"config key 'methods' (benchmark {name}): {method} needs {parent}, which is not selected")
-    if any(get_method(m).grid in ("native", "pca") for m in methods) and "refine" not in spec:
+    if any(get_method(m).grid in REFINE_GRIDS for m in methods) and "refine" not in spec:
         raise ConfigError(f"benchmark spec {name} key 'refine': required by the Stage B methods in {methods}")
     return {**spec, "methods": methods}
 

@@ -106,11 +106,11 @@ def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable
     ``alternatives`` > 1, k = 1 also tries each of the next-ranked sites alone ("the best of its top
     few by calibration", METHOD.md 5); ``rank`` 0 is the top site."""
     out = []
+    order = np.argsort(-pi_row, kind="stable")
     for k in (k for k in top_k if k <= len(sites)):
         for g in gains:
             out.append(({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g)))
             if k == 1:
-                order = np.argsort(-pi_row, kind="stable")
                 out += [({"k": 1, "rank": r, "gain": g}, Handle((sites[order[r]],), (1.0,), float(g)))
                         for r in range(1, min(alternatives, len(sites)))]
     return out

@@ -33,8 +33,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("PLOT-native-DAS", "das", parent="PLOT-native"),
     Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA"),
 )}
-#: Stage B site grids and the method that couples on each.
+#: Stage B site grids and the method that couples on each; every grid, Stage A's first.
 REFINE_GRIDS = {"native": "PLOT-native", "pca": "PLOT-PCA"}
+GRIDS = ("coarse", *REFINE_GRIDS)
 BASELINE = "Full DAS"
 
 

@@ -198,7 +198,8 @@ def stage_signatures(run: Run, grid: str = "coarse") -> None:
         # a site whose interchange changes no output on the fit bank (a dead neuron, a PCA direction the
         # data never varies along) is inert: it cannot carry a variable, so it is no candidate
         active = active_rows(effects)
-        allowed = np.array([[s in set(per_variable[v]) for s in sites] for v in run.task.targets]) & active
+        own = {v: set(per_variable[v]) for v in run.task.targets}
+        allowed = np.array([[s in own[v] for s in sites] for v in run.task.targets]) & active
         for v, row in zip(run.task.targets, allowed):
             if not row.any():
                 raise ValueError(f"no active candidate site for {v} on grid {grid!r}: every interchange there is inert")
@@ -216,8 +217,9 @@ def _grid_section(run: Run, method: str) -> dict:
 
 
 def _solver(run: Run, method: str) -> str:
+    """The method's solver; "plot" and "refine" name the one set in that spec section."""
     solver = methods_mod.get(method).solver
-    return {"plot": run.spec["plot"]["solver"], "refine": run.spec["refine"]["solver"] if "refine" in run.spec else None}.get(solver, solver)
+    return _grid_section(run, method)["solver"] if solver in ("plot", "refine") else solver
 
 
 def _solver_grid(run: Run, method: str) -> list[dict]:
@@ -267,6 +269,8 @@ def load_bases(path: str) -> dict[str, torch.Tensor]:
 
 def stage_calibrate(run: Run, method: str) -> None:
     """Choose each variable's handle on the calibration bank only, then evaluate it once on test."""
+    import plotlib.transport  # noqa: F401 - POT is imported here, outside the timer, for _coupling_rows
+
     spec = methods_mod.get(method)
     cal_rows, acc_rows, chosen = [], [], {}
     bases = load_bases(run.paths.bases(spec.grid)) if spec.grid != "coarse" else {}
@@ -279,11 +283,10 @@ def stage_calibrate(run: Run, method: str) -> None:
             candidates = [({**params, **hp}, handle) for params, pi_row, sites in _coupling_rows(run, method, variable)
                           for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1))]
             # solver settings often give the same handle: score each distinct one once, many per forward
-            distinct = list(dict.fromkeys(_handle_key(h) for _, h in candidates))
-            first = {}
+            distinct: dict[tuple, Handle] = {}
             for _, h in candidates:
-                first.setdefault(_handle_key(h), h)
-            scores_of = dict(zip(distinct, evaluate_handles(run.backbone, cal, [first[k] for k in distinct], variable, run.widths, bases)))
+                distinct.setdefault(_handle_key(h), h)
+            scores_of = dict(zip(distinct, evaluate_handles(run.backbone, cal, list(distinct.values()), variable, run.widths, bases)))
             scored = []
             for hp, handle in candidates:
                 scores = scores_of[_handle_key(handle)]
@@ -315,13 +318,12 @@ def _coupling_rows(run: Run, method: str, variable: str):
         for i in range(len(sites)):
             yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
         return
+    from plotlib.transport import conditional  # already imported by stage_calibrate, outside its timer
+
     plans = pd.read_parquet(run.paths.couplings(methods_mod.get(method).grid))
     plans = plans[(plans.method == method) & (plans.variable == variable)]
     for params, group in plans.groupby("params", sort=False):
-        mass = group.mass.to_numpy()
-        if mass.sum() <= 0:
-            raise FloatingPointError(f"{method}: variable {variable} received no transport mass at {params}")
-        pi = mass / mass.sum()
+        pi = conditional(group.mass.to_numpy()[None, :])[0]
         yield json.loads(params), pi, [Site.parse(s) for s in group.site]
 
 

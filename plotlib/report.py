@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
-from plotlib.methods import BASELINE, METHODS, charges, coupling_methods  # noqa: E402
+from plotlib.methods import BASELINE, GRIDS, METHODS, charges, coupling_methods  # noqa: E402
 
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
     """Counted wall and CPU seconds per (benchmark, seed, method); ``methods`` per benchmark."""
@@ -94,7 +94,7 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
 
 def figure_methods(methods: list[str]) -> list[str]:
     """The methods that get a coupling heatmap: the transport couplings of every stage."""
-    return [m for grid in ("coarse", "native", "pca") for m in coupling_methods(methods, grid) if m != "cosine"]
+    return [m for grid in GRIDS for m in coupling_methods(methods, grid) if m != "cosine"]
 
 
 def figure_paths(benchmark: str, first_seed: int, methods: list[str]) -> dict[str, str]:

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from plotlib.config import ConfigError, load_run
 from plotlib.layout import RunPaths, slug
 from plotlib.methods import METHODS as METHOD_TABLE
-from plotlib.methods import coupling_methods
+from plotlib.methods import GRIDS, coupling_methods
 from plotlib.pipeline import coarse_layers
 
 BASE = Path(workflow.basedir)
@@ -37,7 +37,7 @@ wildcard_constraints:
     seed=r"\d+",
     split="fit|calibration|test|das_train",
     layer="[A-Za-z0-9_.-]+",
-    grid="coarse|native|pca",
+    grid="|".join(GRIDS),
 
 
 _LAYERS = {}
