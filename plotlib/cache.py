@@ -41,13 +41,31 @@ def cache_key(role: str, name: str) -> str:
     return f"{role}/{name}"
 
 
+STREAM = "stream"  # cache name prefix of a full residual stream (n, T, d), which positioned locations resume from
+
+
+def capture_locations(backbone: nn.Module, x, locations: list[Location]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Activations (n, d) at each location (by id) plus ``logits``, and the context patching resumes
+    from: nothing for plain taps; for token-positioned locations (a transformer's residual stream) the
+    full stream of every layer involved, as ``stream/<layer>``."""
+    if all(loc.position is None for loc in locations):
+        return capture(backbone, x, [loc.id for loc in locations]), {}
+    layers = list(dict.fromkeys(loc.layer for loc in locations))
+    streams = backbone.capture(x, layers)
+    rows = torch.arange(len(x))
+    acts = {loc.id: streams[loc.layer][rows, x.positions[loc.position]] for loc in locations}
+    acts["logits"] = streams["logits"]
+    return acts, {f"{STREAM}/{layer}": streams[layer] for layer in layers}
+
+
 def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: list[Location], path: str | os.PathLike) -> None:
-    """Capture base and source activations of ``bank`` at ``locations`` and write them atomically."""
-    if any(loc.position is not None for loc in locations):
-        raise NotImplementedError("positioned locations are cached by the transformer path")
+    """Capture base and source activations of ``bank`` at ``locations`` (and the bases' resume
+    context) and write them atomically."""
     tensors = {}
     for role in ("base", "source"):
-        acts = capture(backbone, task.encode(bank_inputs(bank, role)), [loc.layer for loc in locations])
+        acts, context = capture_locations(backbone, task.encode(bank_inputs(bank, role)), locations)
+        if role == "base":
+            acts.update(context)  # sources are only ever read at their locations
         for name, value in acts.items():
             if not torch.isfinite(value).all():
                 raise FloatingPointError(f"non-finite {role} activations at {name!r} while caching {path}")
@@ -73,8 +91,11 @@ class CachedBank:
             raise FileNotFoundError(f"activation cache not found: {self.cache_path}")
         with safe_open(str(self.cache_path), framework="pt") as f:
             n = int(f.metadata()["n_pairs"])
+            streams = [k.split("/", 1)[1] for k in f.keys() if k.startswith(cache_key("base", STREAM + "/"))]
         if n != len(self.frame):
             raise ValueError(f"{self.cache_path} holds {n} pairs but the bank has {len(self.frame)}")
+        if streams:  # a transformer resumes from the base's cached residual stream
+            self.x_base = self.x_base.with_streams({s.split("/", 1)[1]: self.acts("base", s) for s in streams})
 
     @classmethod
     def load(cls, task: Task, bank_path: str | os.PathLike, cache_path: str | os.PathLike) -> "CachedBank":
@@ -89,8 +110,8 @@ class CachedBank:
                 self._loaded[key] = f.get_tensor(key)
         return self._loaded[key]
 
-    def base_acts(self, layers: Iterable[str]) -> dict[str, torch.Tensor]:
-        return {name: self.acts("base", name) for name in layers}
+    def base_acts(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        return {name: self.acts("base", name) for name in names}
 
     def labels(self, variable: str) -> torch.Tensor:
         return torch.tensor(self.frame[f"cf_{variable}"].to_numpy())

@@ -105,6 +105,11 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: 
     checkpoint = spec["backbone"].get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.checkpoint': file not found: {checkpoint}")
+    pretrained = spec["backbone"].get("pretrained")
+    if spec["backbone"].get("kind") == "pretrained" and not pretrained:
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.pretrained': required when backbone.kind is pretrained")
+    if pretrained and pretrained.startswith((".", "/", "~")) and not Path(pretrained).expanduser().exists():
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.pretrained': no such directory: {pretrained}")
     return select_methods(spec, methods, Path(spec_path).stem)
 
 

@@ -61,7 +61,7 @@ def train_rotation(
 @torch.no_grad()
 def evaluate_rotation(backbone: nn.Module, bank: CachedBank, layer: str, variable: str, q: torch.Tensor) -> dict[str, float]:
     """IIA of the DAS intervention Q at ``layer`` on ``bank``."""
-    edit = Edit(Location(layer), Subspace(basis=q), 1.0, bank.acts("source", layer))
+    edit = Edit(Location.parse(layer), Subspace(basis=q), 1.0, bank.acts("source", layer))
     logits = run_with_edits(backbone, bank.x_base, [edit], bank.base_acts([layer]))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
 

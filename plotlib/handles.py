@@ -41,10 +41,10 @@ class Handle:
     def label(self) -> str:
         return " + ".join(s.id for s in self.sites)
 
-    def mass_by_layer(self) -> dict[str, float]:
+    def mass_by_location(self) -> dict[str, float]:
         mass: dict[str, float] = {}
         for site, w in zip(self.sites, self.weights):
-            mass[site.location.layer] = mass.get(site.location.layer, 0.0) + w
+            mass[site.location.id] = mass.get(site.location.id, 0.0) + w
         return mass
 
 
@@ -60,8 +60,8 @@ def top_k_handle(pi_row: np.ndarray, sites: Sequence[Site], k: int, gain: float)
 def handle_edits(handle: Handle, bank: CachedBank, widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> list[Edit]:
     bases = bases or {}
     return [
-        Edit(site.location, site_subspace(site, widths[site.location.layer], bases.get(site.location.id)),
-             handle.gain * w, bank.acts("source", site.location.layer))
+        Edit(site.location, site_subspace(site, widths[site.location.id], bases.get(site.location.id)),
+             handle.gain * w, bank.acts("source", site.location.id))
         for site, w in zip(handle.sites, handle.weights)
     ]
 
@@ -71,8 +71,7 @@ def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, varia
                     widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """IIA of ``handle`` for ``variable`` on ``bank``, patching from the cached base activations."""
     edits = handle_edits(handle, bank, widths, bases)
-    layers = {e.location.layer for e in edits}
-    logits = run_with_edits(backbone, bank.x_base, edits, bank.base_acts(layers))
+    logits = run_with_edits(backbone, bank.x_base, edits, bank.base_acts({e.location.id for e in edits}))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
 
 
@@ -86,15 +85,15 @@ def evaluate_handles(backbone: nn.Module, bank: CachedBank, handles: Sequence[Ha
     by_location: dict[str, list[int]] = {}
     for i, handle in enumerate(handles):
         locations = {s.location for s in handle.sites}
-        if len(locations) == 1 and next(iter(locations)).position is None:
-            by_location.setdefault(next(iter(locations)).layer, []).append(i)
+        if len(locations) == 1:
+            by_location.setdefault(next(iter(locations)).id, []).append(i)
         else:
             results[i] = evaluate_handle(backbone, bank, handle, variable, widths, bases)
     predict, labels, sensitive = bank.task.readout.predict, bank.labels(variable), bank.sensitive(variable)
-    for layer, idx in by_location.items():
-        operators = [Operator.combine([(handles[i].gain * w, site_subspace(s, widths[layer], bases.get(s.location.id)))
-                                       for s, w in zip(handles[i].sites, handles[i].weights)], widths[layer]) for i in idx]
-        logits = sweep_single_sites(backbone, layer, bank.acts("base", layer), bank.acts("source", layer), operators, bank.x_base)
+    for location, idx in by_location.items():
+        operators = [Operator.combine([(handles[i].gain * w, site_subspace(s, widths[location], bases.get(location)))
+                                       for s, w in zip(handles[i].sites, handles[i].weights)], widths[location]) for i in idx]
+        logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location), operators, bank.x_base)
         for i, out in zip(idx, logits):
             results[i] = iia(predict(out), labels, sensitive)
     return results  # type: ignore[return-value]

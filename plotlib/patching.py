@@ -3,7 +3,8 @@
 On a site's support, in the site's basis: ``h <- h + c * P(h_source - h)`` with c = gain x weight
 (METHOD.md 1). ``Subspace`` is that P: a coordinate mask or an orthonormal basis (PCA spans, DAS
 rotations). Source activations always come from the cache; patching starts from the cached base
-activation at the earliest edited tap and runs only the later layers.
+activation at the earliest edited location and runs only the later layers. Locations are addressed
+by id: ``h1``, or ``L2@last`` for one token position of a transformer's residual stream.
 """
 from __future__ import annotations
 
@@ -91,8 +92,6 @@ def hooked(backbone: nn.Module, edits_by_layer: dict[str, list[Edit]]) -> Iterat
     """Forward hooks that rewrite tap outputs with the given edits while the block runs."""
     handles = []
     for layer, edits in edits_by_layer.items():
-        if any(e.location.position is not None for e in edits):
-            raise NotImplementedError("positioned edits need the transformer patching path")
         handles.append(backbone.taps[layer].register_forward_hook(lambda _m, _i, out, edits=edits: _apply_all(out, edits)))
     try:
         yield
@@ -103,28 +102,41 @@ def hooked(backbone: nn.Module, edits_by_layer: dict[str, list[Edit]]) -> Iterat
 
 def run_with_edits(
     backbone: nn.Module,
-    x: torch.Tensor,
+    x,
     edits: Sequence[Edit],
     base_acts: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits of the backbone on inputs ``x`` with all ``edits`` applied in one forward pass.
 
-    With ``base_acts`` (cached base activation per tap layer), the pass starts at the earliest
-    edited tap instead of the input, so only the layers after it run.
+    With ``base_acts`` (cached base activation per location id), the pass starts at the earliest
+    edited location instead of the input, so only the layers after it run.
     """
-    by_layer: dict[str, list[Edit]] = defaultdict(list)
+    by_location: dict[str, list[Edit]] = defaultdict(list)
     for edit in edits:
-        by_layer[edit.location.layer].append(edit)
-    if not by_layer:
+        by_location[edit.location.id].append(edit)
+    if not by_location:
         return backbone(x)
+    if len(by_location) == 1 and base_acts is not None and next(iter(by_location)) in base_acts:
+        (location, here), = by_location.items()
+        return backbone.resume(location, _apply_all(base_acts[location], here), x)
+    if not hasattr(backbone, "taps"):
+        raise NotImplementedError(f"edits at several token-positioned locations at once ({sorted(by_location)}) are not "
+                                  "supported yet: use handles with one location (plot.top_k: [1])")
     order = list(backbone.taps)
-    first = min(by_layer, key=order.index)
+    first = min(by_location, key=order.index)
     if base_acts is None or first not in base_acts:
-        with hooked(backbone, by_layer):
+        with hooked(backbone, by_location):
             return backbone(x)
-    start = _apply_all(base_acts[first], by_layer.pop(first))
-    with hooked(backbone, by_layer):
+    start = _apply_all(base_acts[first], by_location.pop(first))
+    with hooked(backbone, by_location):
         return backbone.resume(first, start, x)
+
+
+def repeat_rows(x, k: int):
+    """The batch ``x`` (a tensor, or inputs with a ``repeat_rows`` method) tiled ``k`` times."""
+    if isinstance(x, torch.Tensor):
+        return x.repeat(k, *([1] * (x.dim() - 1)))
+    return x.repeat_rows(k)
 
 
 def sweep_single_sites(
@@ -133,20 +145,21 @@ def sweep_single_sites(
     base_h: torch.Tensor,
     source_h: torch.Tensor,
     subspaces: Sequence[Subspace | Operator],
-    x: torch.Tensor | None = None,
+    x=None,
     coeff: float = 1.0,
-    max_rows: int = 65536,
+    max_rows: int | None = None,
 ) -> torch.Tensor:
-    """Logits (n_sites, B, out) for one interchange per subspace (or operator) at ``layer``, many per forward:
-    the patched activations are stacked in the batch dimension and only the later layers run."""
+    """Logits (n_sites, B, out) for one interchange per subspace (or operator) at location ``layer``, many
+    per forward: the patched activations are stacked in the batch dimension and only the later layers
+    run. At most ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``)."""
     n, batch = len(subspaces), base_h.shape[0]
     delta = source_h - base_h
     outs = []
-    per_chunk = max(1, max_rows // batch)
+    per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch)
     for start in range(0, n, per_chunk):
         chunk = subspaces[start:start + per_chunk]
         patched = torch.stack([base_h + coeff * s.project(delta) for s in chunk])
         flat = patched.reshape(len(chunk) * batch, *base_h.shape[1:])
-        x_rep = None if x is None else x.repeat(len(chunk), *([1] * (x.dim() - 1)))
+        x_rep = None if x is None else repeat_rows(x, len(chunk))
         outs.append(backbone.resume(layer, flat, x_rep).reshape(len(chunk), batch, -1))
     return torch.cat(outs)

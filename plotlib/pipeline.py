@@ -22,8 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
-from plotlib.backbones import load_backbone, save_backbone
-from plotlib.cache import CachedBank, build_cache, capture
+from plotlib.cache import CachedBank, build_cache, capture_locations
 from plotlib.das import Rotation, dimension_hint, evaluate_rotation, train_rotation
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
@@ -58,19 +57,22 @@ class Run:
         self.spec, self.benchmark = resolved["spec"], resolved["name"]
         self.paths = RunPaths(self.root)
         self.runtime = RuntimeLog(self.benchmark, self.seed)
-        self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed)
+        self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed, self.spec["backbone"])
 
     @cached_property
     def backbone(self) -> torch.nn.Module:
         """The trained backbone, warmed up (one forward and backward pass) so that no stage timer
         charges torch's one-time kernel and autograd initialization to the method that happens first."""
-        model = load_backbone(self.paths.model)
+        model = self.task.load_backbone(self.paths.model)
         x = self.task.encode(self.task.sample_inputs(np.random.default_rng(0), 8))
-        first = self.task.coarse_locations(model)[0].layer
+        first = self.task.coarse_locations(model)[0]
         with torch.enable_grad():  # the DAS path: an orthogonal parametrization, a resumed suffix, backward
-            q = Rotation(model.width(first), 1).basis()
-            h = capture(model, x, [first])[first]
-            model.resume(first, h + (h @ q) @ q.T, x).sum().backward()
+            q = Rotation(model.width(first.id), 1).basis()
+            acts, context = capture_locations(model, x, [first])
+            if context:
+                x = x.with_streams({name.split("/", 1)[1]: value for name, value in context.items()})
+            h = acts[first.id]
+            model.resume(first.id, h + (h @ q) @ q.T, x).sum().backward()
         return model
 
     @cached_property
@@ -79,7 +81,7 @@ class Run:
 
     @cached_property
     def widths(self) -> dict[str, int]:
-        return {loc.layer: self.backbone.width(loc.layer) for loc in self.locations}
+        return {loc.id: self.backbone.width(loc.id) for loc in self.locations}
 
     @cached_property
     def stage_a_sites(self) -> list[Site]:
@@ -87,7 +89,7 @@ class Run:
         neuron of every coarse location (``neurons``: one stage suffices in small MLPs, METHOD.md 5)."""
         if self.spec["plot"]["sites"] == "locations":
             return [Site(loc) for loc in self.locations]
-        return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.layer])]
+        return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.id])]
 
     def bank(self, split: str) -> CachedBank:
         """A bank with its cache, loaded once per job."""
@@ -108,10 +110,10 @@ class Run:
                  "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in ("sensitive", "invariant", "combined")]
 
 
-def coarse_layers(spec: dict, seed: int) -> list[str]:
-    """Coarse layer names of a benchmark, from an untrained backbone built from its spec (for DAG fan-out)."""
-    task = make_task(spec["task"], spec["task_options"], seed)
-    return [loc.layer for loc in task.coarse_locations(task.build_backbone(spec["backbone"], seed))]
+def coarse_location_ids(spec: dict, seed: int) -> list[str]:
+    """Coarse location ids of a benchmark, known before training (for the DAG's Full DAS fan-out)."""
+    task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"])
+    return [loc.id for loc in task.planned_locations(spec["backbone"], seed)]
 
 
 def derived_seed(*parts: object) -> int:
@@ -122,17 +124,19 @@ def derived_seed(*parts: object) -> int:
 # --- shared stages -------------------------------------------------------------------------------
 
 def stage_train(run: Run) -> None:
-    """Train the backbone (or load the given checkpoint) and record its factual accuracy."""
+    """Train the backbone (or load the given checkpoint, or a pretrained model) and record its factual accuracy."""
     torch.manual_seed(run.seed)
-    checkpoint = run.spec["backbone"].get("checkpoint")
+    options = run.spec["backbone"]
     with run.runtime.stage("shared", "train_backbone"):
-        if checkpoint:
-            model = load_backbone(checkpoint)
+        if options.get("checkpoint") or options.get("kind") == "pretrained":
+            model = (run.task.load_backbone(options["checkpoint"]) if options.get("checkpoint")
+                     else run.task.build_backbone(options, run.seed).eval().requires_grad_(False))
             held_out = run.task.evaluation_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
-            info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0, "checkpoint": checkpoint}
+            info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0,
+                    "checkpoint": options.get("checkpoint") or options.get("pretrained")}
         else:
             model, info = train_backbone(run.task, run.spec, run.seed)
-    save_backbone(model, run.paths.model)
+    run.task.save_backbone(model, run.paths.model)
     write_json(info, run.paths.train_metrics)
     run.write_runtime("train")
 
@@ -164,15 +168,15 @@ def _grid_sites(run: Run, grid: str) -> tuple[dict[str, list[Site]], dict[str, t
         return {v: run.stage_a_sites for v in run.task.targets}, {}
     cfg = run.spec["refine"]
     handles = read_json(run.paths.handles("PLOT"))
-    located = {v: guided_layer(run, Handle.from_json(handles[v]["handle"])) for v in run.task.targets}
+    located = {v: guided_location(run, Handle.from_json(handles[v]["handle"])) for v in run.task.targets}
     bases = {}
     if grid == "pca":
         fit = run.bank("fit")
         for layer in sorted(set(located.values())):
-            bases[Location(layer).id] = pca_basis(torch.cat([fit.acts("base", layer), fit.acts("source", layer)]))
+            bases[layer] = pca_basis(torch.cat([fit.acts("base", layer), fit.acts("source", layer)]))
     sites = {}
     for variable, layer in located.items():
-        loc, width = Location(layer), run.widths[layer]
+        loc, width = Location.parse(layer), run.widths[layer]
         sites[variable] = (native_group_sites(loc, width, cfg["native_groups"]) if grid == "native"
                            else pca_span_sites(loc, width, cfg["pca_prefixes"], cfg["pca_bands"]))
     return sites, bases
@@ -189,7 +193,7 @@ def stage_signatures(run: Run, grid: str = "coarse") -> None:
         per_variable, bases = _grid_sites(run, grid)
         sites = list(dict.fromkeys(s for v in run.task.targets for s in per_variable[v]))
         fit = run.bank("fit")
-        subspaces = [site_subspace(s, run.widths[s.location.layer], bases.get(s.location.id)) for s in sites]
+        subspaces = [site_subspace(s, run.widths[s.location.id], bases.get(s.location.id)) for s in sites]
         families = fit.frame["family"].tolist()
         effects = neural_effects(run.backbone, fit, sites, subspaces)
         neural = signature(effects, families, cfg["aggregate"], cfg["normalize"])
@@ -365,10 +369,10 @@ def stage_das_layer(run: Run, method: str, layer: str) -> None:
     run.write_runtime(f"das_{method}_{layer}")
 
 
-def guided_layer(run: Run, handle: Handle) -> str:
-    """The layer holding most of a handle's mass (ties: network order)."""
-    mass = handle.mass_by_layer()
-    order = [loc.layer for loc in run.locations]
+def guided_location(run: Run, handle: Handle) -> str:
+    """The location (id) holding most of a handle's mass (ties: network order)."""
+    mass = handle.mass_by_location()
+    order = [loc.id for loc in run.locations]
     return max(order, key=lambda layer: (mass.get(layer, 0.0), -order.index(layer)))
 
 
@@ -384,11 +388,11 @@ def stage_guided_das(run: Run, method: str) -> None:
     with run.runtime.stage(method, "das"):
         for variable in run.task.targets:
             handle = Handle.from_json(handles[variable]["handle"])
-            layer = guided_layer(run, handle)
+            layer = guided_location(run, handle)
             within, dims = None, None
             if grid in REFINE_GRIDS:
-                there = [s for s in handle.sites if s.location.layer == layer]
-                within = support_basis(there, run.widths[layer], guide_bases.get(Location(layer).id))
+                there = [s for s in handle.sites if s.location.id == layer]
+                within = support_basis(there, run.widths[layer], guide_bases.get(layer))
                 if run.spec["das"]["dimension_hint"]:
                     dims = dimension_hint(within.shape[1], run.spec["das"]["hint_factors"])
             r, b = _das_grid(run, method, layer, [variable], within, dims)

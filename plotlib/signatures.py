@@ -29,16 +29,16 @@ def abstract_effects(bank: CachedBank, variable: str) -> torch.Tensor:
 
 @torch.no_grad()
 def neural_effects(backbone: nn.Module, bank: CachedBank, sites: Sequence[Site], subspaces: Sequence[Subspace]) -> torch.Tensor:
-    """(sites, pairs, out) effect of a full interchange at each site; sites sharing a tap run
+    """(sites, pairs, out) effect of a full interchange at each site; sites sharing a location run
     stacked in one forward from the cached base activation."""
     probs = bank.task.readout.probs
     base_probs = probs(bank.acts("base", "logits"))
     out = torch.empty(len(sites), len(bank.frame), base_probs.shape[-1])
-    by_layer: dict[str, list[int]] = {}
+    by_location: dict[str, list[int]] = {}
     for i, site in enumerate(sites):
-        by_layer.setdefault(site.location.layer, []).append(i)
-    for layer, idx in by_layer.items():
-        logits = sweep_single_sites(backbone, layer, bank.acts("base", layer), bank.acts("source", layer),
+        by_location.setdefault(site.location.id, []).append(i)
+    for location, idx in by_location.items():
+        logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location),
                                     [subspaces[i] for i in idx], bank.x_base)
         out[idx] = probs(logits) - base_probs
     if not torch.isfinite(out).all():

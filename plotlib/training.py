@@ -13,9 +13,11 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def factual_accuracy(task: Task, backbone: nn.Module, inputs) -> float:
+def factual_accuracy(task: Task, backbone: nn.Module, inputs, batch_size: int = 512) -> float:
+    """Share of ``inputs`` whose predicted label is the causal model's output (in batches)."""
     labels = torch.as_tensor(task.outputs(inputs))
-    return float((task.readout.predict(backbone(task.encode(inputs))) == labels).float().mean())
+    predictions = [task.readout.predict(backbone(task.encode(inputs.iloc[i:i + batch_size]))) for i in range(0, len(inputs), batch_size)]
+    return float((torch.cat(predictions).cpu() == labels).float().mean())
 
 
 def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dict]:

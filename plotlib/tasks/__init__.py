@@ -21,7 +21,7 @@ from plotlib.readout import BitsReadout, SoftmaxReadout
 from plotlib.sites import Location
 
 _REGISTRY: dict[str, type["Task"]] = {}
-_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition")
+_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition", "plotlib.tasks.mcqa")
 
 
 def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
@@ -41,14 +41,20 @@ def available_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_task(name: str, options: dict[str, Any], seed: int) -> "Task":
-    """Instantiate a registered task; ``name`` may also be ``package.module:Class`` for user tasks."""
+def make_task(name: str, options: dict[str, Any], seed: int, backbone_options: dict[str, Any] | None = None) -> "Task":
+    """Instantiate a registered task; ``name`` may also be ``package.module:Class`` for user tasks.
+    ``backbone_options`` (the spec's ``backbone`` section) is there for tasks whose inputs depend on
+    the model, such as a pretrained LM's tokenizer."""
     if ":" in name:
         module, _, cls_name = name.partition(":")
-        return getattr(importlib.import_module(module), cls_name)(options, seed)
-    if name not in available_tasks():
+        cls = getattr(importlib.import_module(module), cls_name)
+    elif name not in available_tasks():
         raise ValueError(f"unknown task {name!r}; available: {available_tasks()}")
-    return _REGISTRY[name](options, seed)
+    else:
+        cls = _REGISTRY[name]
+    task = cls(options, seed)
+    task.backbone_options = dict(backbone_options or {})
+    return task
 
 
 class Task(ABC):
@@ -62,6 +68,7 @@ class Task(ABC):
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         self.options = dict(options)
         self.seed = seed
+        self.backbone_options: dict[str, Any] = {}
 
     @abstractmethod
     def sample_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -96,6 +103,21 @@ class Task(ABC):
     @abstractmethod
     def coarse_locations(self, backbone: torch.nn.Module) -> list[Location]:
         """The Stage A candidate locations, in network order."""
+
+    def planned_locations(self, backbone_options: dict[str, Any], seed: int) -> list[Location]:
+        """The coarse locations a backbone built from ``backbone_options`` will have, before any training
+        (the workflow fans Full DAS out over them). By default: build an untrained one and ask it."""
+        return self.coarse_locations(self.build_backbone(backbone_options, seed))
+
+    def save_backbone(self, model: torch.nn.Module, path: str) -> None:
+        """Write a trained backbone to ``path`` (atomically)."""
+        from plotlib.backbones import save_backbone
+        save_backbone(model, path)
+
+    def load_backbone(self, path: str) -> torch.nn.Module:
+        """Load what :meth:`save_backbone` wrote (or a user's checkpoint), frozen and in eval mode."""
+        from plotlib.backbones import load_backbone
+        return load_backbone(path)
 
     def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
         """Integer labels of the causal model's output for each row of ``inputs``."""

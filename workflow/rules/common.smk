@@ -8,7 +8,7 @@ from plotlib.config import ConfigError, load_run
 from plotlib.layout import RunPaths, slug
 from plotlib.methods import METHODS as METHOD_TABLE
 from plotlib.methods import GRIDS, coupling_methods
-from plotlib.pipeline import coarse_layers
+from plotlib.pipeline import coarse_location_ids
 
 BASE = Path(workflow.basedir)
 SCHEMAS = BASE / "workflow" / "schemas"
@@ -36,7 +36,7 @@ wildcard_constraints:
     benchmark="[A-Za-z0-9_-]+",
     seed=r"\d+",
     split="fit|calibration|test|das_train",
-    layer="[A-Za-z0-9_.-]+",
+    layer="[A-Za-z0-9_.@-]+",
     grid="|".join(GRIDS),
 
 
@@ -47,7 +47,7 @@ def layers_of(wildcards):
     """Coarse layer names of a benchmark's backbone, known from its spec before training (computed once)."""
     key = (wildcards.benchmark, int(wildcards.seed))
     if key not in _LAYERS:
-        _LAYERS[key] = coarse_layers(RUN.benchmarks[key[0]], key[1])
+        _LAYERS[key] = coarse_location_ids(RUN.benchmarks[key[0]], key[1])
     return _LAYERS[key]
 
 

@@ -1,0 +1,326 @@
+"""Hugging Face causal LMs as backbones for residual-stream interchange interventions.
+
+Layer ``"emb"`` is the residual stream entering decoder layer 0 (as the model computes it: GPT-2's
+position embeddings and Gemma's embedding scale included); ``"L{i}"`` is the output of decoder layer i
+(1-based, before the final norm). A location id is ``"layer@position"`` with a named token position
+of :class:`LMInputs`, e.g. ``"L2@last"``.
+
+Suffix-only patching (:meth:`CausalLMBackbone.resume`) is generic: it runs the model's own forward
+while the decoder layers up to the resumed one are swapped for pass-through stubs, the last stub
+returning the cached (patched) stream; for ``"emb"`` a forward pre-hook on layer 0 swaps its input.
+Everything model specific (masks, rotary or learned positions, final norm, soft-capping) is thus left
+to the model itself. A forward pre-hook on the LM head keeps only the hidden state at each row's
+``"last"`` position, so the logits are ``(n, 1, vocab)`` rather than ``(n, T, vocab)``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING,
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+)
+
+from plotlib.io import atomic_path
+
+
+@dataclass
+class LMInputs:
+    """A batch of tokenized prompts: right-padded ids, their mask, named token positions per row, and
+    (optionally) cached residual streams of these same prompts per layer name, for resuming."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    positions: dict[str, torch.Tensor]
+    streams: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Check shapes early, since a wrong position silently reads the wrong token."""
+        if self.input_ids.dim() != 2 or self.attention_mask.shape != self.input_ids.shape:
+            raise ValueError(f"input_ids and attention_mask must both be (n, T); got {tuple(self.input_ids.shape)} "
+                             f"and {tuple(self.attention_mask.shape)}")
+        if "last" not in self.positions:
+            raise ValueError(f"positions must contain 'last'; got {sorted(self.positions)}")
+        n = len(self)
+        for name, t in {**self.positions, **self.streams}.items():
+            if t.shape[0] != n:
+                raise ValueError(f"{name!r} has {t.shape[0]} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def _map(self, fn) -> LMInputs:
+        """Apply ``fn`` to every tensor field (rows first), keeping the names."""
+        return LMInputs(fn(self.input_ids), fn(self.attention_mask), {k: fn(v) for k, v in self.positions.items()},
+                        {k: fn(v) for k, v in self.streams.items()})
+
+    def __getitem__(self, idx) -> LMInputs:
+        """Rows ``idx`` (LongTensor, list, bool mask or slice; an int gives a one-row batch) of every field."""
+        if isinstance(idx, int):
+            idx = slice(idx, idx + 1) if idx != -1 else slice(-1, None)
+        return self._map(lambda t: t[idx])
+
+    def repeat_rows(self, k: int) -> LMInputs:
+        """The batch tiled k times, in the row order of ``tensor.repeat(k, 1)``."""
+        return self._map(lambda t: t.repeat(k, *[1] * (t.dim() - 1)))
+
+    def with_streams(self, streams: dict[str, torch.Tensor]) -> LMInputs:
+        """A copy carrying these cached streams too (same-named ones replaced)."""
+        return replace(self, streams={**self.streams, **streams})
+
+    def to(self, device) -> LMInputs:
+        """Every tensor moved to ``device``."""
+        return self._map(lambda t: t.to(device))
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers: the one whose length is the config's layer count, preferring a
+    direct child of ``model.base_model``, so no per-architecture attribute names are needed."""
+    n = model.config.get_text_config().num_hidden_layers
+    base = getattr(model, "base_model", model)
+    for scope in (base.named_children(), base.named_modules(), model.named_modules()):
+        found = {id(m): m for _, m in scope if isinstance(m, nn.ModuleList) and len(m) == n}
+        if len(found) == 1:
+            return next(iter(found.values()))
+        if len(found) > 1:
+            raise ValueError(f"{type(model).__name__}: {len(found)} ModuleLists of length {n}; cannot tell which "
+                             f"holds the decoder layers")
+    raise ValueError(f"{type(model).__name__}: no ModuleList of length num_hidden_layers={n} found")
+
+
+def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden_states argument of a decoder layer call (positional in GPT-2/Llama-style models)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _output(out) -> torch.Tensor:
+    """The hidden_states a decoder layer returned (a tensor in transformers 5; element 0 of older tuples)."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+class _Skip(nn.Module):
+    """Stand-in for a skipped decoder layer: returns ``out`` if set, else its input, at no cost.
+    Unknown attributes (e.g. ``attention_type``, read by some model loops) come from the original layer."""
+
+    def __init__(self, layer: nn.Module, out: torch.Tensor | None) -> None:
+        super().__init__()
+        self.__dict__["_layer"] = layer  # not registered as a submodule
+        self.out = out
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return _hidden_states(args, kwargs) if self.out is None else self.out
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_layer"], name)
+
+
+class CausalLMBackbone(nn.Module):
+    """A causal LM read out as logits over answer tokens at the last prompt token, with residual-stream
+    capture and suffix-only resumption for interchange interventions."""
+
+    kind = "hf_causal_lm"
+    #: stacked prompts per patched forward (each row is a whole (T, d) stream, unlike a vector tap)
+    max_batch_rows = 4096
+
+    def __init__(self, model: nn.Module, answer_token_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.layers = find_decoder_layers(model)
+        self.register_buffer("answer_ids", torch.as_tensor(list(answer_token_ids), dtype=torch.long), persistent=False)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """``"emb"``, ``"L1"`` .. ``"Ln"`` in network order."""
+        return layer_names_for(len(self.layers))
+
+    def _index(self, layer: str) -> int:
+        """How many decoder layers precede stream ``layer`` (0 for ``"emb"``)."""
+        names = self.layer_names
+        if layer not in names:
+            raise KeyError(f"unknown layer {layer!r} of {type(self.model).__name__}; layers are {names[0]}..{names[-1]}")
+        return names.index(layer)
+
+    def width(self, name: str) -> int:
+        """The residual width of a layer name or location id ``"layer@position"``."""
+        self._index(name.split("@")[0])
+        return self.model.config.get_text_config().hidden_size
+
+    @property
+    def _device(self) -> torch.device:
+        """Where the model (its first parameter) lives; inputs and streams are moved there."""
+        return next(self.model.parameters()).device
+
+    def _readout(self, x: LMInputs, skip: int = 0, stream: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's own forward, with the first ``skip`` decoder layers stubbed out and ``stream`` (if
+        given) as the residual stream after them; float32 answer logits at ``"last"``."""
+        x = x.to(self._device)
+        rows = torch.arange(len(x), device=self._device)
+        last = x.positions["last"]
+        saved = list(self.layers[:skip])
+        hooks = [self.model.get_output_embeddings().register_forward_pre_hook(
+            lambda _, args: (args[0][rows, last].unsqueeze(1), *args[1:]))]
+        try:
+            if stream is not None and skip == 0:
+                def inject(_, args, kwargs):
+                    return ((stream, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": stream})
+                hooks.append(self.layers[0].register_forward_pre_hook(inject, with_kwargs=True))
+            for j, layer in enumerate(saved):
+                self.layers[j] = _Skip(layer, stream if j == skip - 1 else None)
+            logits = self.model(input_ids=x.input_ids, attention_mask=x.attention_mask, use_cache=False).logits
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for j, layer in enumerate(saved):
+                self.layers[j] = layer
+        return logits[:, -1, self.answer_ids].float()
+
+    def forward(self, x: LMInputs) -> torch.Tensor:
+        """Float32 logits ``(n, n_answers)`` of the answer tokens at each row's ``"last"`` position."""
+        return self._readout(x)
+
+    @torch.no_grad()
+    def capture(self, x: LMInputs, layers: Iterable[str], batch_size: int = 256) -> dict[str, torch.Tensor]:
+        """Full residual streams ``(n, T, d)`` of ``layers`` (model dtype, on the model's device) and the
+        readout as ``"logits"``, from one plain forward per batch."""
+        layers = list(dict.fromkeys(layers))
+        got: dict[str, list[torch.Tensor]] = {name: [] for name in [*layers, "logits"]}
+        hooks = []
+        try:
+            for name in layers:
+                i = self._index(name)
+                if i == 0:
+                    hooks.append(self.layers[0].register_forward_pre_hook(
+                        lambda _, args, kwargs: got["emb"].append(_hidden_states(args, kwargs)), with_kwargs=True))
+                else:
+                    hooks.append(self.layers[i - 1].register_forward_hook(
+                        lambda _, __, out, name=name: got[name].append(_output(out))))
+            for start in range(0, len(x), batch_size):
+                got["logits"].append(self.forward(x[start:start + batch_size]))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {name: torch.cat(parts) for name, parts in got.items()}
+
+    def resume_stream(self, layer: str, stream: torch.Tensor, x: LMInputs) -> torch.Tensor:
+        """The readout when the residual stream at ``layer`` is replaced by ``stream`` ``(n, T, d)``, running
+        only the decoder layers after ``layer`` (plus the final norm and LM head)."""
+        p = next(self.model.parameters())
+        return self._readout(x, self._index(layer), stream.to(p.device, p.dtype))
+
+    def resume(self, location: str, h: torch.Tensor, x: LMInputs) -> torch.Tensor:
+        """The readout after writing ``h`` ``(n, d)`` into ``x``'s cached stream at location
+        ``"layer@position"``; differentiable in ``h`` (the model may stay frozen)."""
+        layer, _, position = location.partition("@")
+        if layer not in x.streams:
+            raise KeyError(f"resume at {location!r} needs the cached stream {layer!r}; x has {sorted(x.streams)} "
+                           f"(use x.with_streams(backbone.capture(x, [{layer!r}])))")
+        if position not in x.positions:
+            raise KeyError(f"unknown position {position!r} in {location!r}; positions are {sorted(x.positions)}")
+        stream = x.streams[layer].to(self._device)
+        rows = torch.arange(len(x), device=stream.device)
+        patched = stream.index_put((rows, x.positions[position].to(stream.device)), h.to(stream.device, stream.dtype))
+        return self.resume_stream(layer, patched, x)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+
+
+def layer_names_for(depth: int) -> list[str]:
+    """The stream names of a model with ``depth`` decoder layers: ``"emb"``, ``"L1"`` .. ``"L<depth>"``."""
+    return ["emb", *(f"L{i}" for i in range(1, depth + 1))]
+
+
+def _locate(name_or_path: str) -> tuple[str, bool]:
+    """(path to load from, whether it is a local directory). Hub ids are ``name`` or ``org/name``;
+    anything else that looks like a path must exist."""
+    path = os.path.expanduser(name_or_path)
+    local = os.path.isdir(path)
+    hub_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name_or_path) and not name_or_path.startswith(".")
+    if not local and not hub_id:
+        raise FileNotFoundError(f"model path {name_or_path!r} is not an existing directory")
+    return path, local
+
+
+def load_config(name_or_path: str):
+    """The model's config only (layer count, width), with the errors of :func:`load_causal_lm`."""
+    path, local = _locate(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path, local_files_only=local)
+    except OSError as e:
+        if local:
+            raise
+        raise OSError(f"could not fetch {name_or_path!r} from the Hugging Face hub (hub unreachable or wrong name, "
+                      f"and no such local directory); give a local path to a saved model instead ({e})") from e
+
+
+def load_tokenizer(name_or_path: str):
+    """The model's tokenizer, right-padded, with a pad token (the eos token if it has none)."""
+    path, local = _locate(name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str = "auto"):
+    """Load an AutoModelForCausalLM and its AutoTokenizer by hub name or local path -> (model, tokenizer)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    path, local = _locate(name_or_path)
+    config = load_config(name_or_path)
+    causal_names = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    saved = getattr(config, "architectures", None) or []
+    if (type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING or getattr(config, "is_encoder_decoder", False)
+            or (saved and not causal_names.intersection(saved))):
+        raise ValueError(f"{name_or_path} is not a causal language model (config class {type(config).__name__}, "
+                         f"saved architectures {saved})")
+    model = AutoModelForCausalLM.from_pretrained(path, config=config, dtype=_DTYPES[dtype], local_files_only=local)
+    model = model.to(device).eval().requires_grad_(False)
+    return model, load_tokenizer(name_or_path)
+
+
+def save_lm_backbone(backbone: CausalLMBackbone, path: str, pretrained: dict | None, tokenizer) -> None:
+    """Write ``path``: a small record of how to load the backbone. A pretrained model is referenced
+    (``pretrained``: the spec's backbone section); a model trained here is saved beside the record with
+    its tokenizer (``save_pretrained``, safetensors) in ``<path>.hf/``. Both writes are atomic."""
+    record = {"kind": CausalLMBackbone.kind, "answer_ids": backbone.answer_ids.tolist()}
+    if pretrained:
+        record.update(model=pretrained["pretrained"], dtype=pretrained.get("dtype", "float32"), device=pretrained.get("device", "auto"))
+    else:
+        directory = Path(f"{path}.hf")
+        tmp = directory.with_name(directory.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        backbone.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(directory, ignore_errors=True)
+        os.replace(tmp, directory)
+        record.update(model=directory.name, dtype="float32", device="cpu")
+    with atomic_path(path) as tmp_file:
+        torch.save(record, tmp_file)
+
+
+def load_lm_backbone(path: str) -> CausalLMBackbone:
+    """Load what :func:`save_lm_backbone` wrote: frozen, in eval mode."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"backbone record not found: {path}")
+    record = torch.load(path, map_location="cpu", weights_only=True)
+    if record.get("kind") != CausalLMBackbone.kind:
+        raise ValueError(f"{path} is not a causal-LM backbone record (kind {record.get('kind')!r})")
+    model_ref = record["model"]
+    local = Path(path).parent / model_ref
+    model, _ = load_causal_lm(str(local) if local.is_dir() else model_ref, record["dtype"], record["device"])
+    return CausalLMBackbone(model, record["answer_ids"]).eval()

@@ -1,0 +1,148 @@
+"""Multiple-choice QA: the causal model and its families, token positions, and the whole pipeline on
+tiny random GPT-2 and Llama models saved to disk and loaded through the pretrained-model path."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from plotlib import pipeline
+from plotlib.banks import make_bank
+from plotlib.config import load_yaml, resolve_benchmark
+from plotlib.io import write_json
+from plotlib.lm import CausalLMBackbone, load_lm_backbone
+from plotlib.tasks import make_task
+from plotlib.tasks.mcqa import FAMILIES, _word_tokenizer
+from workflow_runs import ROOT
+
+BASE = {"object": "lemon", "color": "gold", "facts": "lemon=gold", "order": "0",
+        "choice0": "red", "choice1": "gold", "choice2": "blue", "choice3": "pink",
+        "letter0": "B", "letter1": "D", "letter2": "F", "letter3": "H"}
+
+
+@pytest.fixture(scope="module")
+def task():
+    return make_task("mcqa", {"n_facts": 1}, 0, {"kind": "transformer", "layers": 2, "width": 16, "heads": 2})
+
+
+def test_causal_model_answers_and_counterfactuals_on_a_hand_case(task):
+    model = task.causal_model
+    assert model.run(BASE)["answer_pointer"] == 1 and model.run(BASE)["O"] == "D"
+    moved = {**BASE, "choice1": "blue", "choice2": "gold"}  # the correct color moved to slot 2
+    relettered = {**BASE, "letter0": "A", "letter1": "C", "letter2": "E", "letter3": "G"}
+    # answer_pointer from a source: the base's letter at the source's slot
+    assert model.interchange(BASE, moved, "answer_pointer") == "F"
+    assert model.interchange(BASE, relettered, "answer_pointer") == "D"  # same slot: invariant
+    # answer_token from a source: the source's letter itself
+    assert model.interchange(BASE, relettered, "answer_token") == "C"
+    assert model.interchange(BASE, moved, "answer_token") == "F"
+    frame = pd.DataFrame([BASE, moved, relettered])
+    assert task.outputs(frame).tolist() == [task.letters.index(x) for x in "DFC"]
+
+
+def test_families_change_what_they_say(task):
+    base, source, families = task.sample_pairs(np.random.default_rng(0), 90)
+    assert sorted(set(families)) == sorted(FAMILIES)
+    k = task.n_choices
+    for (_, b), (_, s), family in zip(base.iterrows(), source.iterrows(), families):
+        colors_b, colors_s = [b[f"choice{i}"] for i in range(k)], [s[f"choice{i}"] for i in range(k)]
+        letters_b, letters_s = [b[f"letter{i}"] for i in range(k)], [s[f"letter{i}"] for i in range(k)]
+        assert sorted(colors_b) == sorted(colors_s) and b["facts"] == s["facts"]
+        moved = colors_b.index(b["color"]) != colors_s.index(s["color"])
+        assert moved == (family in ("answerPosition", "both"))
+        assert (letters_b != letters_s) == (family in ("randomLetter", "both"))
+    bank = make_bank(task, 60, 0, "fit")
+    invariant = bank[~bank.sensitive_answer_pointer]
+    assert (invariant.family == "randomLetter").all() and len(invariant) > 0
+
+
+def test_named_positions_point_at_their_tokens(task):
+    x = task.encode(pd.DataFrame([BASE, {**BASE, "choice1": "blue", "choice2": "gold"}]))
+    tokens = [task.tokenizer.convert_ids_to_tokens(row) for row in x.input_ids.tolist()]
+    for row, (letter, color) in enumerate([("D", "gold"), ("F", "gold")]):
+        assert tokens[row][x.positions["letter"][row]] == letter
+        assert tokens[row][x.positions["color"][row]] == color
+        assert tokens[row][x.positions["last"][row]] == ":"
+    assert [task.tokenizer.convert_ids_to_tokens(i) for i in task.answer_token_ids] == list(task.letters)
+
+
+def _tiny_model(arch: str, vocab: int):
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                          bos_token_id=2, eos_token_id=2))
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
+
+
+def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
+    """Every stage of one run, in process, on the tiny scale of benchmarks/mcqa_pretrained.yaml."""
+    raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
+    raw["backbone"].update(spec_changes)
+    spec_file = tmp_path / "mcqa_pretrained.yaml"
+    spec_file.write_text(yaml.safe_dump(raw))
+    spec = resolve_benchmark(spec_file, "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
+    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
+    pipeline.stage_train(run)
+    pipeline.stage_banks(run)
+    for split in ("fit", "calibration", "test", "das_train"):
+        pipeline.stage_cache(run, split)
+    pipeline.stage_signatures(run, "coarse")
+    pipeline.stage_couple(run, "coarse", ["PLOT"])
+    pipeline.stage_calibrate(run, "PLOT")
+    locations = [loc.id for loc in run.locations]
+    for location in locations:
+        pipeline.stage_das_layer(run, "Full DAS", location)
+    pipeline.stage_das_select(run, "Full DAS", locations)
+    pipeline.stage_guided_das(run, "PLOT-DAS")
+    for grid, method in (("pca", "PLOT-PCA"), ("native", "PLOT-native")):
+        pipeline.stage_signatures(run, grid)
+        pipeline.stage_couple(run, grid, [method])
+        pipeline.stage_calibrate(run, method)
+    pipeline.stage_guided_das(run, "PLOT-PCA-DAS")
+    return run
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
+    """A random model saved with save_pretrained is loaded by path like a hub model and benchmarked."""
+    tokenizer = _word_tokenizer()
+    model_dir = tmp_path / arch
+    _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)})
+    assert isinstance(run.backbone, CausalLMBackbone) and len(run.locations) == 3 * 3  # (emb, L1, L2) x (last, letter, color)
+    assert json.loads((tmp_path / "run" / "backbone" / "metrics.json").read_text())["checkpoint"] == str(model_dir)
+    for method in ("PLOT", "Full DAS", "PLOT-DAS", "PLOT-PCA", "PLOT-native", "PLOT-PCA-DAS"):
+        acc = pd.read_parquet(run.paths.accuracy(method))
+        combined = acc[acc.metric == "combined"]
+        assert set(combined.variable) == {"answer_pointer", "answer_token"} and combined.value.between(0, 1).all()
+    full = pd.read_parquet(run.paths.accuracy("Full DAS"))
+    assert set(full.sites.str.split("/").str[0]) <= {loc.id for loc in run.locations}
+    # the record written for a pretrained model points at it; loading it gives the same readout
+    again = load_lm_backbone(run.paths.model)
+    x = run.bank("test").x_base
+    assert torch.allclose(again(x), run.backbone(x), atol=1e-5)
+
+
+def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path):
+    task = make_task("mcqa", {"n_facts": 1}, 0, {"kind": "transformer", "layers": 2, "width": 16, "heads": 2})
+    model = task.build_backbone(task.backbone_options, 0).eval()
+    path = tmp_path / "model.pt"
+    task.save_backbone(model, str(path))
+    assert (tmp_path / "model.pt.hf" / "model.safetensors").exists() and (tmp_path / "model.pt.hf" / "tokenizer.json").exists()
+    x = task.encode(task.sample_inputs(np.random.default_rng(1), 8))
+    assert torch.allclose(task.load_backbone(str(path))(x), model(x), atol=1e-6)
+
+
+def test_bad_model_paths_are_named(tmp_path):
+    task = make_task("mcqa", {}, 0, {"kind": "pretrained", "pretrained": str(tmp_path / "missing")})
+    with pytest.raises(FileNotFoundError, match="missing"):
+        task.build_backbone(task.backbone_options, 0)
