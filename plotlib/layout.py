@@ -60,8 +60,9 @@ class RunPaths:
     def das_bases(self, method: str, layer: str) -> str:
         return self._p(f"das/{slug(method)}/{layer}.safetensors")
 
-    def runtime(self, job: str) -> str:
-        return self._p(f"runtime/{slug(job)}.parquet")
+    def runtime(self, job: str, location: str | None = None) -> str:
+        """A job's runtime rows; ``location`` (a location id such as ``L2@last``) is appended verbatim."""
+        return self._p(f"runtime/{slug(job)}{'' if location is None else '_' + location}.parquet")
 
     def log(self, job: str) -> str:
         return self._p(f"logs/{slug(job)}.log")

@@ -97,9 +97,9 @@ class Run:
             self._banks[split] = CachedBank.load(self.task, self.paths.bank(split), self.paths.cache(split))
         return self._banks[split]
 
-    def write_runtime(self, job: str) -> None:
+    def write_runtime(self, job: str, location: str | None = None) -> None:
         """Write the rows timed since the last write to ``job``'s runtime file (each row lands once)."""
-        write_parquet(self.runtime.frame(), self.paths.runtime(job))
+        write_parquet(self.runtime.frame(), self.paths.runtime(job, location))
         self.runtime.rows.clear()
 
     def accuracy_rows(self, stage: str, method: str, variable: str, split: str, scores: dict, sites: str, hparams: dict) -> list[dict]:
@@ -366,7 +366,7 @@ def stage_das_layer(run: Run, method: str, layer: str) -> None:
     with run.runtime.stage(method, f"das_{layer}"):
         rows, bases = _das_grid(run, method, layer, run.task.targets)
     _write_das(run, method, layer, rows, bases)
-    run.write_runtime(f"das_{method}_{layer}")
+    run.write_runtime(f"das_{method}", layer)
 
 
 def guided_location(run: Run, handle: Handle) -> str:

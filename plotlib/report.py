@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.methods import BASELINE, GRIDS, METHODS, charges, coupling_methods  # noqa: E402
+from plotlib.pipeline import coarse_location_ids  # noqa: E402
 
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
     """Counted wall and CPU seconds per (benchmark, seed, method); ``methods`` per benchmark."""
@@ -92,15 +93,57 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
     _savefig(fig, path)
 
 
+def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str], path: str | os.PathLike) -> None:
+    """For a layer x token site grid: each variable's best Full DAS calibration IIA per coarse site beside
+    PLOT's Stage A coupling mass there (at the calibrated solver setting); the sites that Full DAS,
+    PLOT and PLOT-DAS chose are marked."""
+    layers = list(dict.fromkeys(loc.split("@")[0] for loc in locations))
+    positions = list(dict.fromkeys(loc.split("@")[1] for loc in locations))
+    das = pd.concat([pd.read_parquet(run.das_scores("Full DAS", loc)) for loc in locations], ignore_index=True)
+    plans, handles = pd.read_parquet(run.couplings("coarse")), read_json(run.handles("PLOT"))
+    chosen = {m: pd.read_parquet(run.accuracy(m)) for m in ("Full DAS", "PLOT-DAS") if Path(run.accuracy(m)).exists()}
+    fig, axes = plt.subplots(len(variables), 2, figsize=(1.1 * len(layers) * 2 + 3, (0.5 * len(positions) + 1.2) * len(variables)),
+                             squeeze=False, layout="constrained")
+    for i, var in enumerate(variables):
+        best = das[das.variable == var].groupby("layer").combined.max()
+        hp = handles[var]["hyperparameters"]
+        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain", "rank")}, sort_keys=True)
+        mass = plans[(plans.method == "PLOT") & (plans.variable == var) & (plans.params == params)]
+        mass = mass.assign(location=mass.site.str.split("/").str[0]).groupby("location").mass.sum()
+        marks = {"PLOT": {s.split("/")[0] for s in handles[var]["handle"]["sites"]}}
+        for method, acc in chosen.items():
+            marks[method] = set(acc[acc.variable == var].sites.str.split("/").str[0])
+        for ax, values, title in ((axes[i, 0], best, "Full DAS calibration IIA"), (axes[i, 1], mass / mass.sum(), "PLOT pi(site | variable)")):
+            grid = np.array([[values.get(f"{layer}@{pos}", np.nan) for layer in layers] for pos in positions])
+            im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1 if "IIA" in title else None)
+            for (method, sites), (marker, color) in zip(marks.items(), (("o", "red"), ("s", "white"), ("x", "orange"))):
+                for site in sites:
+                    layer, _, pos = site.partition("@")
+                    if layer in layers and pos in positions:
+                        ax.scatter(layers.index(layer), positions.index(pos), marker=marker, s=90,
+                                   facecolors="none" if marker != "x" else color, edgecolors=color, label=method)
+            ax.set_xticks(range(len(layers)), layers)
+            ax.set_yticks(range(len(positions)), positions)
+            ax.set_title(f"{var}: {title}", fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.03)
+        handles_, labels_ = axes[i, 0].get_legend_handles_labels()
+        if labels_:
+            axes[i, 0].legend(dict(zip(labels_, handles_)).values(), dict(zip(labels_, handles_)).keys(), fontsize=7, loc="upper left")
+    _savefig(fig, path)
+
+
 def figure_methods(methods: list[str]) -> list[str]:
     """The methods that get a coupling heatmap: the transport couplings of every stage."""
     return [m for grid in GRIDS for m in coupling_methods(methods, grid) if m != "cosine"]
 
 
-def figure_paths(benchmark: str, first_seed: int, methods: list[str]) -> dict[str, str]:
-    """Figure files of one benchmark, relative to the output dir: the runtime-versus-IIA plot and the
-    coupling heatmap of each OT method on the first seed (the Snakefile declares the same names)."""
+def figure_paths(benchmark: str, first_seed: int, methods: list[str], positioned: bool = False) -> dict[str, str]:
+    """Figure files of one benchmark, relative to the output dir: the runtime-versus-IIA plot, the
+    coupling heatmap of each OT method on the first seed and, for layer x token site grids (``positioned``),
+    the Full DAS versus PLOT heatmap (the Snakefile declares the same names)."""
     paths = {"runtime_vs_iia": f"figures/{benchmark}_runtime_vs_iia.png"}
+    if positioned and {"PLOT", BASELINE} <= set(methods):
+        paths["layer_token"] = f"figures/{benchmark}_layer_token_seed{first_seed}.png"
     for method in figure_methods(methods):
         paths[f"coupling_{slug(method)}"] = f"figures/{benchmark}_coupling_{slug(method)}_seed{first_seed}.png"
     return paths
@@ -162,7 +205,9 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
         lines += stage_a_lines(out, runs, bench)
         first_seed = next(seed for b, seed in runs if b == bench)
-        figs = figure_paths(bench, first_seed, methods)
+        spec = read_json(out / bench / "spec.json")["spec"]
+        locations = coarse_location_ids(spec, first_seed)
+        figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))
         runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
         lines += [f"![runtime versus IIA]({figs['runtime_vs_iia']})", ""]
         first = RunPaths(str(out / bench / f"seed{first_seed}"))
@@ -172,4 +217,8 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
                 grid = METHODS[method].grid
                 coupling_figure(pd.read_parquet(first.couplings(grid)), read_json(first.handles(method)), method, out / fig)
                 lines += [f"![{method} coupling]({fig})", ""]
+        if "layer_token" in figs:
+            variables = list(read_json(first.handles("PLOT")))
+            layer_token_figure(first, locations, variables, out / figs["layer_token"])
+            lines += [f"![Full DAS versus PLOT over layer x token sites]({figs['layer_token']})", ""]
     write_text("\n".join(lines), out / "report.md")

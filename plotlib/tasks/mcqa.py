@@ -215,12 +215,18 @@ class MCQA(Task):
         if options.get("kind") == "pretrained":
             model, _ = load_causal_lm(options["pretrained"], options.get("dtype", "float32"), options.get("device", "auto"))
             return CausalLMBackbone(model, self.answer_token_ids)
-        from transformers import GPT2Config, GPT2LMHeadModel
-
         torch.manual_seed(seed)
         tok = self.tokenizer
-        config = GPT2Config(vocab_size=len(tok), n_positions=int(options.get("max_length", 64)), n_embd=int(options.get("width", 128)),
-                            n_layer=int(options.get("layers", 4)), n_head=int(options.get("heads", 4)),
+        layers, width, heads = int(options.get("layers", 4)), int(options.get("width", 128)), int(options.get("heads", 4))
+        if options.get("architecture", "gpt2") == "llama":
+            from transformers import LlamaConfig, LlamaForCausalLM
+            config = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
+                                 num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=int(options.get("max_length", 64)),
+                                 bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            return CausalLMBackbone(LlamaForCausalLM(config), self.answer_token_ids)
+        from transformers import GPT2Config, GPT2LMHeadModel
+        config = GPT2Config(vocab_size=len(tok), n_positions=int(options.get("max_length", 64)), n_embd=width, n_layer=layers, n_head=heads,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         return CausalLMBackbone(GPT2LMHeadModel(config), self.answer_token_ids)
 

@@ -13,7 +13,7 @@ rule full_das_layer:
     output:
         scores=P.das_scores("Full DAS", "{layer}"),
         bases=P.das_bases("Full DAS", "{layer}"),
-        runtime=P.runtime("das_Full DAS_{layer}"),
+        runtime=P.runtime("das_Full DAS", "{layer}"),
     log:
         P.log("full_das_{layer}"),
     benchmark:

@@ -8,15 +8,16 @@ REPORT_TABLES = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parqu
 FIGURES = {
     (bench, kind): f"{OUT}/{path}"
     for bench in RUN.benchmarks
-    for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench]).items()
+    for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench],
+                                   any("@" in loc for loc in coarse_location_ids(RUN.benchmarks[bench], CFG["seeds"][0]))).items()
 }
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values()]
 
 
 def _figure_report(bench, kind):
-    caption = "../report/runtime_vs_iia.rst" if kind == "runtime_vs_iia" else "../report/coupling.rst"
-    return report(FIGURES[bench, kind], caption=caption, category=bench,
-                  subcategory="runtime versus IIA" if kind == "runtime_vs_iia" else "couplings",
+    caption = {"runtime_vs_iia": "runtime_vs_iia", "layer_token": "layer_token"}.get(kind, "coupling")
+    return report(FIGURES[bench, kind], caption=f"../report/{caption}.rst", category=bench,
+                  subcategory={"runtime_vs_iia": "runtime versus IIA", "layer_token": "layer x token"}.get(kind, "couplings"),
                   labels={"benchmark": bench, "figure": kind.replace("_", " ")})
 
 
