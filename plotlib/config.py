@@ -70,6 +70,23 @@ def load_yaml(path: str | Path) -> Any:
     return yaml.safe_load(path.read_text()) or {}
 
 
+def load_spec(spec_path: str | Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A benchmark spec as written; a spec with ``base: <name>`` is that sibling spec (itself resolved
+    the same way) with this one's keys merged over it, so variants (e.g. depths) restate only what differs."""
+    path = Path(spec_path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a benchmark spec must be a mapping")
+    if "base" not in raw:
+        return raw
+    parent = path.with_name(f"{raw.pop('base')}.yaml")
+    if parent.resolve() in seen or parent.resolve() == path.resolve():
+        raise ConfigError(f"benchmark spec {path.name} key 'base': circular inheritance through {parent.name}")
+    if not parent.exists():
+        raise ConfigError(f"benchmark spec {path.name} key 'base': no spec {parent.name} beside it")
+    return deep_merge(load_spec(parent, (*seen, path.resolve())), raw)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -93,9 +110,7 @@ def select_methods(spec: dict, wanted: list[str] | None, name: str) -> dict:
 def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: list[str] | None = None) -> dict:
     """A benchmark spec with its ``scales[scale]`` overrides merged in, validated, defaults filled, and
     its methods narrowed to ``methods`` (None keeps the spec's own list)."""
-    raw = load_yaml(spec_path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{spec_path}: a benchmark spec must be a mapping")
+    raw = load_spec(spec_path)
     scales = raw.pop("scales", {}) or {}
     if scale != "default":
         if scale not in scales:

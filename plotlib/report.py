@@ -132,6 +132,39 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
     _savefig(fig, path)
 
 
+SCALING_FIGURE = "figures/scaling_speedup_vs_sites.png"
+
+
+def scaling_benchmarks(specs: dict[str, dict]) -> list[str]:
+    """Benchmarks forming a scaling series: two or more specs of one task, each comparing Full DAS with
+    PLOT-DAS (the scaling preset); empty if the run has no such series."""
+    series = [b for b, spec in specs.items() if {BASELINE, "PLOT-DAS"} <= set(spec["methods"])]
+    tasks = {specs[b]["task"] for b in series}
+    return series if len(series) >= 2 and len(tasks) == 1 else []
+
+
+def scaling_figure(summary: pd.DataFrame, n_sites: dict[str, int], path: str | os.PathLike) -> pd.DataFrame:
+    """Speedup of PLOT-DAS over Full DAS against the number of coarse candidate sites, one point per
+    benchmark of the series; returns the table it plots."""
+    rows = []
+    for bench, sites in sorted(n_sites.items(), key=lambda kv: kv[1]):
+        part = summary[summary.benchmark == bench].set_index("method")
+        rows.append({"benchmark": bench, "coarse_sites": sites, "full_das_seconds": part.seconds[BASELINE],
+                     "plot_das_seconds": part.seconds["PLOT-DAS"], "speedup": part.seconds[BASELINE] / part.seconds["PLOT-DAS"],
+                     "full_das_iia": part.iia[BASELINE], "plot_das_iia": part.iia["PLOT-DAS"]})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(table.coarse_sites, table.speedup, marker="o")
+    for _, r in table.iterrows():
+        ax.annotate(r.benchmark, (r.coarse_sites, r.speedup), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("coarse candidate sites")
+    ax.set_ylabel("speedup: Full DAS time / PLOT-DAS time")
+    ax.set_title("PLOT-DAS speedup versus number of candidate sites")
+    ax.grid(alpha=0.3)
+    _savefig(fig, path)
+    return table
+
+
 def figure_methods(methods: list[str]) -> list[str]:
     """The methods that get a coupling heatmap: the transport couplings of every stage."""
     return [m for grid in GRIDS for m in coupling_methods(methods, grid) if m != "cosine"]
@@ -221,4 +254,11 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
             variables = list(read_json(first.handles("PLOT")))
             layer_token_figure(first, locations, variables, out / figs["layer_token"])
             lines += [f"![Full DAS versus PLOT over layer x token sites]({figs['layer_token']})", ""]
+    series = scaling_benchmarks({b: read_json(out / b / "spec.json")["spec"] for b in bench_methods})
+    if series:
+        first_seed = {b: seed for b, seed in reversed(runs)}
+        n_sites = {b: len(coarse_location_ids(read_json(out / b / "spec.json")["spec"], first_seed[b])) for b in series}
+        table = scaling_figure(summary, n_sites, out / SCALING_FIGURE)
+        lines += ["## Scaling", "", "Full DAS and PLOT-DAS per benchmark of the series (counted seconds and test IIA, mean over seeds):", "",
+                  _markdown(table), "", f"![speedup versus candidate sites]({SCALING_FIGURE})", ""]
     write_text("\n".join(lines), out / "report.md")

@@ -146,3 +146,20 @@ def test_bad_model_paths_are_named(tmp_path):
     task = make_task("mcqa", {}, 0, {"kind": "pretrained", "pretrained": str(tmp_path / "missing")})
     with pytest.raises(FileNotFoundError, match="missing"):
         task.build_backbone(task.backbone_options, 0)
+
+
+def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path):
+    from plotlib.config import ConfigError
+    from plotlib.report import scaling_benchmarks
+
+    schema = load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml")
+    base = resolve_benchmark(ROOT / "benchmarks" / "mcqa.yaml", "default", schema)
+    specs = {f"mcqa_depth{d}": resolve_benchmark(ROOT / "benchmarks" / f"mcqa_depth{d}.yaml", "default", schema) for d in (4, 8, 12)}
+    assert [s["backbone"]["layers"] for s in specs.values()] == [4, 8, 12]
+    assert all(s["training"] == base["training"] and s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] for s in specs.values())
+    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 3
+    assert scaling_benchmarks(specs) == list(specs) and scaling_benchmarks({"mcqa": base}) == []
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    with pytest.raises(ConfigError, match="circular"):
+        resolve_benchmark(tmp_path / "a.yaml", "default", schema)

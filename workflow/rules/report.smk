@@ -1,6 +1,6 @@
 # The report: long tables, summary.csv, report.md and figures, from every (benchmark, seed) run.
 
-from plotlib.report import figure_paths
+from plotlib.report import SCALING_FIGURE, figure_paths, scaling_benchmarks
 
 report: "../report/workflow.rst"
 
@@ -11,7 +11,8 @@ FIGURES = {
     for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench],
                                    any("@" in loc for loc in coarse_location_ids(RUN.benchmarks[bench], CFG["seeds"][0]))).items()
 }
-REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values()]
+SCALING = [f"{OUT}/{SCALING_FIGURE}"] if scaling_benchmarks(RUN.benchmarks) else []
+REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values(), *SCALING]
 
 
 def _figure_report(bench, kind):
@@ -31,6 +32,7 @@ rule report:
         report(f"{OUT}/summary.csv", caption="../report/summary.rst", category="summary",
                labels={"table": "summary per benchmark and method"}),
         *[_figure_report(bench, kind) for bench, kind in FIGURES],
+        *[report(path, caption="../report/scaling.rst", category="scaling", labels={"figure": "speedup versus sites"}) for path in SCALING],
     params:
         runs=" ".join(f"{b}:{s}" for b, s in run_roots()),
     log:
