@@ -163,3 +163,25 @@ def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path
     (tmp_path / "b.yaml").write_text("base: a\n")
     with pytest.raises(ConfigError, match="circular"):
         resolve_benchmark(tmp_path / "a.yaml", "default", schema)
+
+
+def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
+    """The real workflow on the tiny MCQA config: one Full DAS job per (layer, token) site, every
+    method's table, and the layer x token heatmap in the report."""
+    from workflow_runs import snakemake
+
+    config = {"output_dir": "results", "scale": "tiny", "seeds": [0], "benchmarks": ["mcqa"]}
+    result = snakemake(tmp_path, config=config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "results"
+    sites = [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "color")]  # tiny: 2 layers, 2 positions
+    for site in sites:
+        assert (out / f"mcqa/seed0/das/full_das/{site}.parquet").exists()
+        assert (out / f"mcqa/seed0/runtime/das_full_das_{site}.parquet").exists()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary.method) == {"PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS",
+                                   "PLOT-native-DAS", "PLOT-PCA-DAS"}
+    assert (out / "figures/mcqa_layer_token_seed0.png").stat().st_size > 5000
+    assert "mcqa_layer_token_seed0.png" in (out / "report.md").read_text()
+    stage_a = json.loads((out / "mcqa/seed0/handles/plot.json").read_text())
+    assert all(h["handle"]["sites"][0].split("/")[0] in sites for h in stage_a.values())
