@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from plotlib.cache import capture_locations
-from plotlib.lm import CausalLMBackbone, _hidden_states
+from plotlib.lm import CausalLMBackbone, _hidden_states, _output, _with_hidden_states
 from plotlib.tasks import make_task
 
 
@@ -32,10 +32,9 @@ def full_forward_with_patch(backbone: CausalLMBackbone, layer: str, position: st
 
     if index == 0:
         hook = backbone.layers[0].register_forward_pre_hook(
-            lambda _, args, kwargs: ((write(_hidden_states(args, kwargs)), *args[1:]), kwargs) if args
-            else (args, {**kwargs, "hidden_states": write(kwargs["hidden_states"])}), with_kwargs=True)
+            lambda _, args, kwargs: _with_hidden_states(args, kwargs, write(_hidden_states(args, kwargs))), with_kwargs=True)
     else:
-        hook = backbone.layers[index - 1].register_forward_hook(lambda _, __, out: write(out if torch.is_tensor(out) else out[0]))
+        hook = backbone.layers[index - 1].register_forward_hook(lambda _, __, out: write(_output(out)))
     try:
         return backbone(x)
     finally:
@@ -62,9 +61,9 @@ def measure(depth: int, width: int, pairs: int, repeats: int, seed: int) -> list
     base, source, _ = task.sample_pairs(rng, pairs)
     xb, xs = task.encode(base), task.encode(source)
     locations = task.coarse_locations(backbone)
-    base_acts, context = capture_locations(backbone, xb, locations)
+    _, streams = capture_locations(backbone, xb, locations)
     source_acts, _ = capture_locations(backbone, xs, locations)
-    xb = xb.with_streams({name.split("/", 1)[1]: value for name, value in context.items()})
+    xb = xb.with_streams(streams)
     rows = []
     for loc in locations:
         h = source_acts[loc.id]

@@ -45,9 +45,9 @@ STREAM = "stream"  # cache name prefix of a full residual stream (n, T, d), whic
 
 
 def capture_locations(backbone: nn.Module, x, locations: list[Location]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Activations (n, d) at each location (by id) plus ``logits``, and the context patching resumes
-    from: nothing for plain taps; for token-positioned locations (a transformer's residual stream) the
-    full stream of every layer involved, as ``stream/<layer>``."""
+    """Activations (n, d) at each location (by id) plus ``logits``, and the streams patching resumes
+    from: none for plain taps; for token-positioned locations (a transformer's residual stream) the
+    full stream (n, T, d) of every layer involved, by layer name."""
     if all(loc.position is None for loc in locations):
         return capture(backbone, x, [loc.id for loc in locations]), {}
     layers = list(dict.fromkeys(loc.layer for loc in locations))
@@ -55,7 +55,7 @@ def capture_locations(backbone: nn.Module, x, locations: list[Location]) -> tupl
     rows = torch.arange(len(x))
     acts = {loc.id: streams[loc.layer][rows, x.positions[loc.position]] for loc in locations}
     acts["logits"] = streams["logits"]
-    return acts, {f"{STREAM}/{layer}": streams[layer] for layer in layers}
+    return acts, {layer: streams[layer] for layer in layers}
 
 
 def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: list[Location], path: str | os.PathLike) -> None:
@@ -63,9 +63,9 @@ def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: 
     context) and write them atomically."""
     tensors = {}
     for role in ("base", "source"):
-        acts, context = capture_locations(backbone, task.encode(bank_inputs(bank, role)), locations)
-        if role == "base":
-            acts.update(context)  # sources are only ever read at their locations
+        acts, streams = capture_locations(backbone, task.encode(bank_inputs(bank, role)), locations)
+        if role == "base":  # sources are only ever read at their locations
+            acts.update({f"{STREAM}/{layer}": value for layer, value in streams.items()})
         for name, value in acts.items():
             if not torch.isfinite(value).all():
                 raise FloatingPointError(f"non-finite {role} activations at {name!r} while caching {path}")

@@ -101,6 +101,11 @@ def _hidden_states(args: tuple, kwargs: dict) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def _with_hidden_states(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tuple, dict]:
+    """A decoder layer's call arguments with hidden_states replaced by ``value`` (for a pre-hook)."""
+    return ((value, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": value})
+
+
 def _output(out) -> torch.Tensor:
     """The hidden_states a decoder layer returned (a tensor in transformers 5; element 0 of older tuples)."""
     return out[0] if isinstance(out, tuple) else out
@@ -172,9 +177,8 @@ class CausalLMBackbone(nn.Module):
             lambda _, args: (args[0][rows, last].unsqueeze(1), *args[1:]))]
         try:
             if stream is not None and skip == 0:
-                def inject(_, args, kwargs):
-                    return ((stream, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": stream})
-                hooks.append(self.layers[0].register_forward_pre_hook(inject, with_kwargs=True))
+                hooks.append(self.layers[0].register_forward_pre_hook(
+                    lambda _, args, kwargs: _with_hidden_states(args, kwargs, stream), with_kwargs=True))
             for j, layer in enumerate(saved):
                 self.layers[j] = _Skip(layer, stream if j == skip - 1 else None)
             logits = self.model(input_ids=x.input_ids, attention_mask=x.attention_mask, use_cache=False).logits

@@ -68,9 +68,9 @@ class Run:
         first = self.task.coarse_locations(model)[0]
         with torch.enable_grad():  # the DAS path: an orthogonal parametrization, a resumed suffix, backward
             q = Rotation(model.width(first.id), 1).basis()
-            acts, context = capture_locations(model, x, [first])
-            if context:
-                x = x.with_streams({name.split("/", 1)[1]: value for name, value in context.items()})
+            acts, streams = capture_locations(model, x, [first])
+            if streams:
+                x = x.with_streams(streams)
             h = acts[first.id]
             model.resume(first.id, h + (h @ q) @ q.T, x).sum().backward()
         return model

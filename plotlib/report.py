@@ -22,6 +22,7 @@ from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.methods import BASELINE, GRIDS, METHODS, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
 
+
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
     """Counted wall and CPU seconds per (benchmark, seed, method); ``methods`` per benchmark."""
     rows = []
@@ -126,9 +127,9 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
             ax.set_yticks(range(len(positions)), positions)
             ax.set_title(f"{var}: {title}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.03)
-        handles_, labels_ = axes[i, 0].get_legend_handles_labels()
-        if labels_:
-            axes[i, 0].legend(dict(zip(labels_, handles_)).values(), dict(zip(labels_, handles_)).keys(), fontsize=7, loc="upper left")
+        legend = dict(zip(*reversed(axes[i, 0].get_legend_handles_labels())))  # one entry per method
+        if legend:
+            axes[i, 0].legend(legend.values(), legend.keys(), fontsize=7, loc="upper left")
     _savefig(fig, path)
 
 
@@ -205,7 +206,10 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     """Gather every run's rows into the top-level tables, figures and ``report.md``; each benchmark's
     methods come from its resolved spec."""
     out = Path(output_dir)
-    bench_methods = {b: read_json(out / b / "spec.json")["spec"]["methods"] for b, _ in runs}
+    specs = {b: read_json(out / b / "spec.json")["spec"] for b, _ in runs}
+    bench_methods = {b: spec["methods"] for b, spec in specs.items()}
+    first_seeds = {b: seed for b, seed in reversed(runs)}
+    locations_of = {b: coarse_location_ids(specs[b], first_seeds[b]) for b in specs}
     acc, rt, train = [], [], []
     for bench, seed in runs:
         paths = RunPaths(str(out / bench / f"seed{seed}"))
@@ -237,9 +241,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         shared = runtime[(runtime.benchmark == bench) & (runtime.method == "shared")].groupby("stage")[["seconds_wall", "seconds_cpu"]].mean()
         lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
         lines += stage_a_lines(out, runs, bench)
-        first_seed = next(seed for b, seed in runs if b == bench)
-        spec = read_json(out / bench / "spec.json")["spec"]
-        locations = coarse_location_ids(spec, first_seed)
+        first_seed, locations = first_seeds[bench], locations_of[bench]
         figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))
         runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
         lines += [f"![runtime versus IIA]({figs['runtime_vs_iia']})", ""]
@@ -254,11 +256,9 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
             variables = list(read_json(first.handles("PLOT")))
             layer_token_figure(first, locations, variables, out / figs["layer_token"])
             lines += [f"![Full DAS versus PLOT over layer x token sites]({figs['layer_token']})", ""]
-    series = scaling_benchmarks({b: read_json(out / b / "spec.json")["spec"] for b in bench_methods})
+    series = scaling_benchmarks(specs)
     if series:
-        first_seed = {b: seed for b, seed in reversed(runs)}
-        n_sites = {b: len(coarse_location_ids(read_json(out / b / "spec.json")["spec"], first_seed[b])) for b in series}
-        table = scaling_figure(summary, n_sites, out / SCALING_FIGURE)
+        table = scaling_figure(summary, {b: len(locations_of[b]) for b in series}, out / SCALING_FIGURE)
         lines += ["## Scaling", "", "Full DAS and PLOT-DAS per benchmark of the series (counted seconds and test IIA, mean over seeds):", "",
                   _markdown(table), "", f"![speedup versus candidate sites]({SCALING_FIGURE})", ""]
     write_text("\n".join(lines), out / "report.md")

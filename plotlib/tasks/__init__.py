@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from plotlib import backbones
 from plotlib.causal import CausalModel
 from plotlib.readout import BitsReadout, SoftmaxReadout
 from plotlib.sites import Location
@@ -111,13 +112,11 @@ class Task(ABC):
 
     def save_backbone(self, model: torch.nn.Module, path: str) -> None:
         """Write a trained backbone to ``path`` (atomically)."""
-        from plotlib.backbones import save_backbone
-        save_backbone(model, path)
+        backbones.save_backbone(model, path)
 
     def load_backbone(self, path: str) -> torch.nn.Module:
         """Load what :meth:`save_backbone` wrote (or a user's checkpoint), frozen and in eval mode."""
-        from plotlib.backbones import load_backbone
-        return load_backbone(path)
+        return backbones.load_backbone(path)
 
     def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
         """Integer labels of the causal model's output for each row of ``inputs``."""

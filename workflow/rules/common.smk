@@ -43,12 +43,16 @@ wildcard_constraints:
 _LAYERS = {}
 
 
-def layers_of(wildcards):
-    """Coarse layer names of a benchmark's backbone, known from its spec before training (computed once)."""
-    key = (wildcards.benchmark, int(wildcards.seed))
+def location_ids(benchmark, seed):
+    """Coarse location ids of a benchmark's backbone, known from its spec before training (computed once)."""
+    key = (benchmark, int(seed))
     if key not in _LAYERS:
-        _LAYERS[key] = coarse_location_ids(RUN.benchmarks[key[0]], key[1])
+        _LAYERS[key] = coarse_location_ids(RUN.benchmarks[benchmark], key[1])
     return _LAYERS[key]
+
+
+def layers_of(wildcards):
+    return location_ids(wildcards.benchmark, wildcards.seed)
 
 
 def run_roots():

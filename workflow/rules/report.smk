@@ -9,7 +9,7 @@ FIGURES = {
     (bench, kind): f"{OUT}/{path}"
     for bench in RUN.benchmarks
     for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench],
-                                   any("@" in loc for loc in coarse_location_ids(RUN.benchmarks[bench], CFG["seeds"][0]))).items()
+                                   any("@" in loc for loc in location_ids(bench, CFG["seeds"][0]))).items()
 }
 SCALING = [f"{OUT}/{SCALING_FIGURE}"] if scaling_benchmarks(RUN.benchmarks) else []
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values(), *SCALING]
