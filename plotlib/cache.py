@@ -50,10 +50,11 @@ def capture_locations(backbone: nn.Module, x, locations: list[Location]) -> tupl
     full stream (n, T, d) of every layer involved, by layer name."""
     if all(loc.position is None for loc in locations):
         return capture(backbone, x, [loc.id for loc in locations]), {}
+    from plotlib.lm import read_position  # transformers only where a transformer runs
+
     layers = list(dict.fromkeys(loc.layer for loc in locations))
     streams = backbone.capture(x, layers)
-    rows = torch.arange(len(x))
-    acts = {loc.id: streams[loc.layer][rows, x.positions[loc.position]] for loc in locations}
+    acts = {loc.id: read_position(streams[loc.layer], x.positions[loc.position]) for loc in locations}
     acts["logits"] = streams["logits"]
     return acts, {layer: streams[layer] for layer in layers}
 

@@ -3,7 +3,8 @@
 Layer ``"emb"`` is the residual stream entering decoder layer 0 (as the model computes it: GPT-2's
 position embeddings and Gemma's embedding scale included); ``"L{i}"`` is the output of decoder layer i
 (1-based, before the final norm). A location id is ``"layer@position"`` with a named token position
-of :class:`LMInputs`, e.g. ``"L2@last"``.
+of :class:`LMInputs`, e.g. ``"L2@last"``. A position may name several tokens per row (a span such as
+every choice of a multiple-choice prompt); its activation is their residuals concatenated, token by token.
 
 Suffix-only patching (:meth:`CausalLMBackbone.resume`) is generic: it runs the model's own forward
 while the decoder layers up to the resumed one are swapped for pass-through stubs, the last stub
@@ -34,8 +35,9 @@ from plotlib.io import atomic_path
 
 @dataclass
 class LMInputs:
-    """A batch of tokenized prompts: right-padded ids, their mask, named token positions per row, and
-    (optionally) cached residual streams of these same prompts per layer name, for resuming."""
+    """A batch of tokenized prompts: right-padded ids, their mask, named token positions per row (``(n,)``
+    for one token, ``(n, m)`` for a span of m tokens), and (optionally) cached residual streams of these
+    same prompts per layer name, for resuming."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
@@ -53,6 +55,10 @@ class LMInputs:
         for name, t in {**self.positions, **self.streams}.items():
             if t.shape[0] != n:
                 raise ValueError(f"{name!r} has {t.shape[0]} rows, expected {n}")
+        for name, t in self.positions.items():
+            if t.dim() not in (1, 2) or (name == "last" and t.dim() != 1):
+                raise ValueError(f"position {name!r} must be (n,) or (n, m) token indices ('last' a single token); "
+                                 f"got shape {tuple(t.shape)}")
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -79,6 +85,25 @@ class LMInputs:
     def to(self, device) -> LMInputs:
         """Every tensor moved to ``device``."""
         return self._map(lambda t: t.to(device))
+
+
+def read_position(stream: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """The residual ``(n, d)`` at one token per row, or ``(n, m * d)`` (tokens concatenated) at a span."""
+    rows = torch.arange(stream.shape[0], device=stream.device)
+    position = position.to(stream.device)
+    if position.dim() == 1:
+        return stream[rows, position]
+    return stream[rows[:, None], position].reshape(stream.shape[0], -1)
+
+
+def write_position(stream: torch.Tensor, position: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """A copy of ``stream`` with :func:`read_position`'s tokens set to ``h`` (differentiable in ``h``)."""
+    rows = torch.arange(stream.shape[0], device=stream.device)
+    position = position.to(stream.device)
+    h = h.to(stream.device, stream.dtype)
+    if position.dim() == 1:
+        return stream.index_put((rows, position), h)
+    return stream.index_put((rows[:, None], position), h.reshape(*position.shape, stream.shape[-1]))
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -138,10 +163,12 @@ class CausalLMBackbone(nn.Module):
     #: stacked prompts per patched forward (each row is a whole (T, d) stream, unlike a vector tap)
     max_batch_rows = 4096
 
-    def __init__(self, model: nn.Module, answer_token_ids: Sequence[int]) -> None:
+    def __init__(self, model: nn.Module, answer_token_ids: Sequence[int], spans: dict[str, int] | None = None) -> None:
+        """``spans``: the token count of each position that names several tokens (one otherwise)."""
         super().__init__()
         self.model = model
         self.layers = find_decoder_layers(model)
+        self.spans = dict(spans or {})
         self.register_buffer("answer_ids", torch.as_tensor(list(answer_token_ids), dtype=torch.long), persistent=False)
 
     @property
@@ -157,9 +184,11 @@ class CausalLMBackbone(nn.Module):
         return names.index(layer)
 
     def width(self, name: str) -> int:
-        """The residual width of a layer name or location id ``"layer@position"``."""
-        self._index(name.split("@")[0])
-        return self.model.config.get_text_config().hidden_size
+        """The width of a layer name's residual, or of a location id ``"layer@position"`` (times the
+        position's token count)."""
+        layer, _, position = name.partition("@")
+        self._index(layer)
+        return self.model.config.get_text_config().hidden_size * self.spans.get(position, 1)
 
     @property
     def _device(self) -> torch.device:
@@ -223,17 +252,15 @@ class CausalLMBackbone(nn.Module):
         return self._readout(x, self._index(layer), stream.to(p.device, p.dtype))
 
     def resume(self, location: str, h: torch.Tensor, x: LMInputs) -> torch.Tensor:
-        """The readout after writing ``h`` ``(n, d)`` into ``x``'s cached stream at location
-        ``"layer@position"``; differentiable in ``h`` (the model may stay frozen)."""
+        """The readout after writing ``h`` (``(n, width)``, see :func:`read_position`) into ``x``'s cached
+        stream at location ``"layer@position"``; differentiable in ``h`` (the model may stay frozen)."""
         layer, _, position = location.partition("@")
         if layer not in x.streams:
             raise KeyError(f"resume at {location!r} needs the cached stream {layer!r}; x has {sorted(x.streams)} "
                            f"(use x.with_streams(backbone.capture(x, [{layer!r}])))")
         if position not in x.positions:
             raise KeyError(f"unknown position {position!r} in {location!r}; positions are {sorted(x.positions)}")
-        stream = x.streams[layer].to(self._device)
-        rows = torch.arange(len(x), device=stream.device)
-        patched = stream.index_put((rows, x.positions[position].to(stream.device)), h.to(stream.device, stream.dtype))
+        patched = write_position(x.streams[layer].to(self._device), x.positions[position], h)
         return self.resume_stream(layer, patched, x)
 
 
@@ -317,8 +344,8 @@ def save_lm_backbone(backbone: CausalLMBackbone, path: str, pretrained: dict | N
         torch.save(record, tmp_file)
 
 
-def load_lm_backbone(path: str) -> CausalLMBackbone:
-    """Load what :func:`save_lm_backbone` wrote: frozen, in eval mode."""
+def load_lm_backbone(path: str, spans: dict[str, int] | None = None) -> CausalLMBackbone:
+    """Load what :func:`save_lm_backbone` wrote: frozen, in eval mode (``spans`` as for the backbone)."""
     if not Path(path).exists():
         raise FileNotFoundError(f"backbone record not found: {path}")
     record = torch.load(path, map_location="cpu", weights_only=True)
@@ -327,4 +354,4 @@ def load_lm_backbone(path: str) -> CausalLMBackbone:
     model_ref = record["model"]
     local = Path(path).parent / model_ref
     model, _ = load_causal_lm(str(local) if local.is_dir() else model_ref, record["dtype"], record["device"])
-    return CausalLMBackbone(model, record["answer_ids"]).eval()
+    return CausalLMBackbone(model, record["answer_ids"], spans).eval()

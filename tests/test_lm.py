@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from plotlib.lm import CausalLMBackbone, LMInputs, find_decoder_layers, load_causal_lm
+from plotlib.lm import CausalLMBackbone, LMInputs, find_decoder_layers, load_causal_lm, read_position
 
 ANSWERS = [3, 7, 11, 60]
 CONFIGS = {
@@ -39,25 +39,30 @@ def tiny_model(kind: str):
 
 @pytest.fixture(params=sorted(CONFIGS))
 def backbone(request) -> CausalLMBackbone:
-    return CausalLMBackbone(tiny_model(request.param), ANSWERS)
+    return CausalLMBackbone(tiny_model(request.param), ANSWERS, spans={"pair": 2})
 
 
 def make_inputs(lengths: list[int], T: int = 8, seed: int = 1) -> LMInputs:
-    """Right-padded random prompts of the given lengths, with positions 'last' and 'mid'."""
+    """Right-padded random prompts of the given lengths, with positions 'last', 'mid' and the span 'pair'
+    (the first token and 'mid')."""
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, 64, (len(lengths), T), generator=g)
     mask = (torch.arange(T) < torch.tensor(lengths)[:, None]).long()
     last = torch.tensor(lengths) - 1
-    return LMInputs(ids * mask, mask, {"last": last, "mid": last // 2})
+    pair = torch.stack([torch.zeros_like(last), last // 2], 1)
+    return LMInputs(ids * mask, mask, {"last": last, "mid": last // 2, "pair": pair})
 
 
 def hooked_full_forward(backbone: CausalLMBackbone, x: LMInputs, layer: str, position: str, h: torch.Tensor):
     """Reference: a normal full forward with a hook writing h into the stream at (layer, position)."""
-    rows, pos = torch.arange(len(x)), x.positions[position]
+    pos = x.positions[position]
+    pos = pos[:, None] if pos.dim() == 1 else pos
 
     def write(t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
-        t[rows, pos] = h
+        for row in range(len(x)):
+            for j, token in enumerate(pos[row].tolist()):
+                t[row, token] = h[row, j * t.shape[-1]:(j + 1) * t.shape[-1]]
         return t
 
     i = backbone.layer_names.index(layer)
@@ -69,7 +74,7 @@ def hooked_full_forward(backbone: CausalLMBackbone, x: LMInputs, layer: str, pos
         logits = backbone.model(input_ids=x.input_ids, attention_mask=x.attention_mask).logits
     finally:
         hook.remove()
-    return logits[rows, x.positions["last"]][:, ANSWERS]
+    return logits[torch.arange(len(x)), x.positions["last"]][:, ANSWERS]
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
@@ -82,7 +87,7 @@ def test_find_decoder_layers(kind):
 
 def test_names_and_widths(backbone):
     assert backbone.layer_names == ["emb", "L1", "L2"]
-    assert backbone.width("L1") == backbone.width("emb@last") == 32
+    assert backbone.width("L1") == backbone.width("emb@last") == 32 and backbone.width("L1@pair") == 64
     with pytest.raises(KeyError, match="unknown layer 'L3'"):
         backbone.width("L3@last")
 
@@ -92,14 +97,16 @@ def test_resume_equals_hooked_full_forward(backbone):
     x = x.with_streams(backbone.capture(x, backbone.layer_names, batch_size=3))
     assert x.streams["L2"].shape == (4, 8, 32)
     torch.testing.assert_close(x.streams["logits"], backbone(x))
-    h = torch.randn(len(x), 32, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
     for layer in backbone.layer_names:
-        for position in ("last", "mid"):
+        for position in ("last", "mid", "pair"):
             location = f"{layer}@{position}"
+            h = torch.randn(len(x), backbone.width(location), generator=g)
             expected = hooked_full_forward(backbone, x, layer, position, h)
             torch.testing.assert_close(backbone.resume(location, h, x), expected, atol=1e-5, rtol=1e-5)
-            own = x.streams[layer][torch.arange(len(x)), x.positions[position]]
+            own = read_position(x.streams[layer], x.positions[position])
             torch.testing.assert_close(backbone.resume(location, own, x), backbone(x), atol=1e-5, rtol=1e-5)
+    h = torch.randn(len(x), 32, generator=g)
     # the test is not vacuous: patching an earlier position before the last layer changes the readout
     assert not torch.allclose(backbone.resume("L1@mid", h, x), backbone(x), atol=1e-4)
     # the model is left intact: no stubs or hooks remain
@@ -143,11 +150,14 @@ def test_lm_inputs_index_like_tensors():
     assert len(tiled) == 12
     assert torch.equal(tiled.input_ids, x.input_ids.repeat(3, 1))
     assert torch.equal(tiled.positions["last"], x.positions["last"].repeat(3))
+    assert torch.equal(tiled.positions["pair"], x.positions["pair"].repeat(3, 1))
     assert torch.equal(tiled.streams["L1"], x.streams["L1"].repeat(3, 1, 1))
     both = x.with_streams({"L2": torch.zeros(4, 8, 2)})
     assert sorted(both.streams) == ["L1", "L2"] and sorted(x.streams) == ["L1"]
     with pytest.raises(ValueError, match="'last'"):
         LMInputs(x.input_ids, x.attention_mask, {"mid": x.positions["mid"]})
+    with pytest.raises(ValueError, match="position 'last' must be"):
+        LMInputs(x.input_ids, x.attention_mask, {"last": x.positions["pair"]})
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:

@@ -67,6 +67,8 @@ def test_named_positions_point_at_their_tokens(task):
         assert tokens[row][x.positions["letter"][row]] == letter
         assert tokens[row][x.positions["color"][row]] == color
         assert tokens[row][x.positions["last"][row]] == ":"
+    # the span of every choice's color, in slot order
+    assert [tokens[1][t] for t in x.positions["choices"][1]] == ["red", "blue", "gold", "pink"]
     assert [task.tokenizer.convert_ids_to_tokens(i) for i in task.answer_token_ids] == list(task.letters)
 
 
@@ -118,7 +120,8 @@ def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
     _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)})
-    assert isinstance(run.backbone, CausalLMBackbone) and len(run.locations) == 3 * 3  # (emb, L1, L2) x (last, letter, color)
+    # (emb, L1, L2) x (last, color, choices); the span of 4 choices is 4 x 32 wide
+    assert isinstance(run.backbone, CausalLMBackbone) and len(run.locations) == 3 * 3 and run.widths["L1@choices"] == 128
     assert json.loads((tmp_path / "run" / "backbone" / "metrics.json").read_text())["checkpoint"] == str(model_dir)
     for method in ("PLOT", "Full DAS", "PLOT-DAS", "PLOT-PCA", "PLOT-native", "PLOT-PCA-DAS"):
         acc = pd.read_parquet(run.paths.accuracy(method))
@@ -157,7 +160,7 @@ def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path
     specs = {f"mcqa_depth{d}": resolve_benchmark(ROOT / "benchmarks" / f"mcqa_depth{d}.yaml", "default", schema) for d in (4, 8, 12)}
     assert [s["backbone"]["layers"] for s in specs.values()] == [4, 8, 12]
     assert all(s["training"] == base["training"] and s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] for s in specs.values())
-    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 3
+    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 4
     assert scaling_benchmarks(specs) == list(specs) and scaling_benchmarks({"mcqa": base}) == []
     (tmp_path / "a.yaml").write_text("base: b\n")
     (tmp_path / "b.yaml").write_text("base: a\n")
@@ -174,7 +177,7 @@ def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
     result = snakemake(tmp_path, config=config)
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "results"
-    sites = [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "color")]  # tiny: 2 layers, 2 positions
+    sites = [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "choices")]  # tiny: 2 layers, 2 positions
     for site in sites:
         assert (out / f"mcqa/seed0/das/full_das/{site}.parquet").exists()
         assert (out / f"mcqa/seed0/runtime/das_full_das_{site}.parquet").exists()

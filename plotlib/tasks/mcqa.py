@@ -8,7 +8,9 @@ one moves), ``randomLetter`` (the choice letters changed) and ``both``.
 The backbone is a decoder-only transformer: a GPT-2 built and trained here (with a word-level tokenizer
 saved beside its weights), or any pretrained ``AutoModelForCausalLM`` (``backbone.kind: pretrained``).
 Its readout is a softmax over the answer letters' tokens at the last position. Coarse sites are the
-residual stream at the embedding output and after every layer, at named token positions.
+residual stream at the embedding output and after every layer, at named token positions: ``last``,
+the correct choice's ``letter`` and ``color``, and ``choices`` (every choice's color, a span whose
+activation is the choices' residuals concatenated in slot order).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ OBJECTS = ("banana", "apple", "sky", "grass", "cherry", "lemon", "snow", "coal",
            "rose", "violet", "pumpkin", "lime", "plum", "sand", "cloud", "frog", "flamingo", "crow", "salmon", "cocoa")
 COLORS = ("red", "yellow", "green", "blue", "white", "black", "orange", "purple", "pink", "brown", "gray", "gold")
 LETTERS = tuple("ABCDEFGHJKLMNPRS")
-POSITIONS = ("last", "letter", "color")
+POSITIONS = ("last", "letter", "color", "choices")
 FAMILIES = ("answerPosition", "randomLetter", "both")
 
 
@@ -142,13 +144,13 @@ class MCQA(Task):
 
     # --- text and tokens -------------------------------------------------------------------------
 
-    def prompt(self, row: dict) -> tuple[str, dict[str, int]]:
-        """The prompt text and the character offsets of the named positions' words."""
+    def prompt(self, row: dict) -> tuple[str, dict[str, Any]]:
+        """The prompt text and the character offsets of the named positions' words (a list for a span)."""
         facts = [f.split("=") for f in row["facts"].split(" ")]
         order = [int(i) for i in row["order"].split(" ")]
         text = " ".join(f"The {facts[i][0]} is {facts[i][1]}." for i in order)
         text += f" What color is the {row['object']}?"
-        chars = {}
+        chars: dict[str, Any] = {"choices": []}
         pointer = [row[f"choice{i}"] for i in range(self.n_choices)].index(row["color"])
         for i in range(self.n_choices):
             text += " "
@@ -157,10 +159,16 @@ class MCQA(Task):
             text += f"{row[f'letter{i}']}. "
             if i == pointer:
                 chars["color"] = len(text)
+            chars["choices"].append(len(text))
             text += row[f"choice{i}"]
         text += " Answer:"
         chars["last"] = len(text) - 1
         return text, chars
+
+    @property
+    def spans(self) -> dict[str, int]:
+        """Positions that name several tokens per row, with their token counts."""
+        return {"choices": self.n_choices}
 
     @cached_property
     def tokenizer(self):
@@ -182,18 +190,22 @@ class MCQA(Task):
         return ids
 
     def encode(self, inputs: pd.DataFrame):
-        """Right-padded token ids with the token index of each named position per row."""
+        """Right-padded token ids with the token index (indices, for a span) of each named position per row."""
         from plotlib.lm import LMInputs
 
         texts, offsets = zip(*(self.prompt(r) for r in inputs.to_dict("records")))
         enc = self.tokenizer(list(texts), padding=True, return_offsets_mapping=True, return_tensors="pt")
-        positions = {name: torch.empty(len(texts), dtype=torch.long) for name in POSITIONS}
+        positions = {name: torch.empty(len(texts), self.spans[name], dtype=torch.long) if name in self.spans
+                     else torch.empty(len(texts), dtype=torch.long) for name in POSITIONS}
         for row, (chars, spans, mask) in enumerate(zip(offsets, enc["offset_mapping"].tolist(), enc["attention_mask"].tolist())):
             for name in POSITIONS:
-                hits = [t for t, (a, b) in enumerate(spans) if mask[t] and a <= chars[name] < b]
-                if not hits:
-                    raise ValueError(f"position {name!r} (character {chars[name]}) maps to no token in {texts[row]!r}")
-                positions[name][row] = hits[0]
+                tokens = []
+                for char in chars[name] if name in self.spans else [chars[name]]:
+                    hits = [t for t, (a, b) in enumerate(spans) if mask[t] and a <= char < b]
+                    if not hits:
+                        raise ValueError(f"position {name!r} (character {char}) maps to no token in {texts[row]!r}")
+                    tokens.append(hits[0])
+                positions[name][row] = torch.as_tensor(tokens) if name in self.spans else tokens[0]
         last = enc["attention_mask"].sum(1) - 1
         if not torch.equal(positions["last"], last):
             raise ValueError("the prompt's last character must be in its last token")
@@ -208,7 +220,7 @@ class MCQA(Task):
 
         if options.get("kind") == "pretrained":
             model, _ = load_causal_lm(options["pretrained"], options.get("dtype", "float32"), options.get("device", "auto"))
-            return CausalLMBackbone(model, self.answer_token_ids)
+            return CausalLMBackbone(model, self.answer_token_ids, self.spans)
         torch.manual_seed(seed)
         tok = self.tokenizer
         layers, width, heads = int(options.get("layers", 4)), int(options.get("width", 128)), int(options.get("heads", 4))
@@ -217,12 +229,12 @@ class MCQA(Task):
             config = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
                                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=int(options.get("max_length", 64)),
                                  bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-            return CausalLMBackbone(LlamaForCausalLM(config), self.answer_token_ids)
+            return CausalLMBackbone(LlamaForCausalLM(config), self.answer_token_ids, self.spans)
         from transformers import GPT2Config, GPT2LMHeadModel
         config = GPT2Config(vocab_size=len(tok), n_positions=int(options.get("max_length", 64)), n_embd=width, n_layer=layers, n_head=heads,
                             resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        return CausalLMBackbone(GPT2LMHeadModel(config), self.answer_token_ids)
+        return CausalLMBackbone(GPT2LMHeadModel(config), self.answer_token_ids, self.spans)
 
     def coarse_locations(self, backbone: torch.nn.Module) -> list[Location]:
         return [Location(layer, pos) for layer in backbone.layer_names for pos in self.positions]
@@ -246,4 +258,4 @@ class MCQA(Task):
 
     def load_backbone(self, path: str) -> torch.nn.Module:
         from plotlib.lm import load_lm_backbone
-        return load_lm_backbone(path)
+        return load_lm_backbone(path, self.spans)
