@@ -31,10 +31,10 @@ rule train_backbone:
         P.log("train"),
     benchmark:
         P.benchmark("train")
-    threads: THREADS
+    threads: TRAIN_THREADS
     resources:
         **sized("train_backbone"),
     group:
         "prepare"
     shell:
-        f"{PLOTLIB} train {RUN_ARGS} 2> {{log}}"
+        f"{PY} -m plotlib --threads {TRAIN_THREADS} train {RUN_ARGS} 2> {{log}}"

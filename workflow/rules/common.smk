@@ -25,6 +25,7 @@ PY = sys.executable
 THREADS = CFG["threads"]
 # The plotlib CLI, with this run's torch threads.
 PLOTLIB = f"{PY} -m plotlib --threads {THREADS}"
+TRAIN_THREADS = CFG["train_threads"]
 
 # Wildcard path patterns of one (benchmark, seed) run.
 P = RunPaths(f"{OUT}/{{benchmark}}/seed{{seed}}")
