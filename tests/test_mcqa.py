@@ -160,7 +160,7 @@ def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path
     specs = {f"mcqa_depth{d}": resolve_benchmark(ROOT / "benchmarks" / f"mcqa_depth{d}.yaml", "default", schema) for d in (4, 8, 12)}
     assert [s["backbone"]["layers"] for s in specs.values()] == [4, 8, 12]
     assert all(s["training"] == base["training"] and s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] for s in specs.values())
-    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 4
+    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 2
     assert scaling_benchmarks(specs) == list(specs) and scaling_benchmarks({"mcqa": base}) == []
     (tmp_path / "a.yaml").write_text("base: b\n")
     (tmp_path / "b.yaml").write_text("base: a\n")
