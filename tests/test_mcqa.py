@@ -159,7 +159,10 @@ def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path
     base = resolve_benchmark(ROOT / "benchmarks" / "mcqa.yaml", "default", schema)
     specs = {f"mcqa_depth{d}": resolve_benchmark(ROOT / "benchmarks" / f"mcqa_depth{d}.yaml", "default", schema) for d in (4, 8, 12)}
     assert [s["backbone"]["layers"] for s in specs.values()] == [4, 8, 12]
-    assert all(s["training"] == base["training"] and s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] for s in specs.values())
+    assert all(s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] and s["task_options"]["n_choices"] == 4 for s in specs.values())
+    # a variant's nested keys merge over the base's: steps change, the rest of training is kept
+    assert specs["mcqa_depth4"]["training"] == base["training"]
+    assert specs["mcqa_depth12"]["training"] == {**base["training"], "steps": 10000, "eval_every": 2000}
     assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 2
     assert scaling_benchmarks(specs) == list(specs) and scaling_benchmarks({"mcqa": base}) == []
     (tmp_path / "a.yaml").write_text("base: b\n")
