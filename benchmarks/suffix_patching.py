@@ -18,17 +18,17 @@ import numpy as np
 import torch
 
 from plotlib.cache import capture_locations
-from plotlib.lm import CausalLMBackbone, _hidden_states, _output, _with_hidden_states
+from plotlib.lm import CausalLMBackbone, _hidden_states, _output, _with_hidden_states, write_position
 from plotlib.tasks import make_task
 
 
 def full_forward_with_patch(backbone: CausalLMBackbone, layer: str, position: str, h: torch.Tensor, x) -> torch.Tensor:
-    """The readout of a complete forward pass in which a hook writes ``h`` into the stream at ``layer``."""
-    rows, pos = torch.arange(len(x)), x.positions[position]
+    """The readout of a complete forward pass in which a hook writes ``h`` into the stream at ``layer``
+    (at one token, or a span of tokens)."""
     index = backbone.layer_names.index(layer)
 
     def write(stream: torch.Tensor) -> torch.Tensor:
-        return stream.index_put((rows, pos), h)
+        return write_position(stream, x.positions[position], h)
 
     if index == 0:
         hook = backbone.layers[0].register_forward_pre_hook(
