@@ -5,8 +5,8 @@ Answer:" -> "B". Target variables: ``answer_pointer`` (which choice is correct) 
 (the letter to output). Counterfactual families: ``answerPosition`` (choices reordered, so the correct
 one moves), ``randomLetter`` (the choice letters changed) and ``both``.
 
-The backbone is a decoder-only transformer: a GPT-2 built and trained here (with a word-level tokenizer
-saved beside its weights), or any pretrained ``AutoModelForCausalLM`` (``backbone.kind: pretrained``).
+The backbone is a decoder-only transformer: one built and trained here (GPT-2 or Llama layers, with a
+word-level tokenizer saved beside its weights), or any pretrained ``AutoModelForCausalLM`` (``backbone.kind: pretrained``).
 Its readout is a softmax over the answer letters' tokens at the last position. Coarse sites are the
 residual stream at the embedding output and after every layer, at named token positions: ``last``,
 the correct choice's ``letter`` and ``color``, and ``choices`` (every choice's color, a span whose
@@ -217,8 +217,8 @@ class MCQA(Task):
     # --- backbone and sites ----------------------------------------------------------------------
 
     def build_backbone(self, options: dict[str, Any], seed: int) -> torch.nn.Module:
-        """A fresh, seeded GPT-2 (``layers`` x ``width``, ``heads``) over the word-level vocabulary, or
-        the pretrained model named by ``backbone.pretrained``."""
+        """A fresh, seeded GPT-2 or Llama (``architecture``; ``layers`` x ``width``, ``heads``) over the
+        word-level vocabulary, or the pretrained model named by ``backbone.pretrained``."""
         from plotlib.lm import CausalLMBackbone, load_causal_lm
 
         if options.get("kind") == "pretrained":

@@ -15,10 +15,14 @@ SCALING = [f"{OUT}/{SCALING_FIGURE}"] if scaling_benchmarks(RUN.benchmarks) else
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values(), *SCALING]
 
 
+# Caption file and report subcategory per figure kind; every coupling_<method> figure shares the last.
+FIGURE_KINDS = {"runtime_vs_iia": ("runtime_vs_iia", "runtime versus IIA"), "layer_token": ("layer_token", "layer x token")}
+COUPLING_KIND = ("coupling", "couplings")
+
+
 def _figure_report(bench, kind):
-    caption = {"runtime_vs_iia": "runtime_vs_iia", "layer_token": "layer_token"}.get(kind, "coupling")
-    return report(FIGURES[bench, kind], caption=f"../report/{caption}.rst", category=bench,
-                  subcategory={"runtime_vs_iia": "runtime versus IIA", "layer_token": "layer x token"}.get(kind, "couplings"),
+    caption, subcategory = FIGURE_KINDS.get(kind, COUPLING_KIND)
+    return report(FIGURES[bench, kind], caption=f"../report/{caption}.rst", category=bench, subcategory=subcategory,
                   labels={"benchmark": bench, "figure": kind.replace("_", " ")})
 
 
