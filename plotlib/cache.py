@@ -84,6 +84,7 @@ class CachedBank:
     cache_path: Path
     x_base: torch.Tensor = field(init=False)
     _loaded: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _ready: tuple = field(default=(None, None, None), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.x_base = self.task.encode(bank_inputs(self.frame, "base"))
@@ -110,6 +111,17 @@ class CachedBank:
                     raise KeyError(f"{self.cache_path} has no activations {key!r}; it holds {sorted(f.keys())}")
                 self._loaded[key] = f.get_tensor(key)
         return self._loaded[key]
+
+    def inputs_at(self, backbone: nn.Module, location: str):
+        """The base inputs, ready for ``backbone`` to resume at ``location``: with its prefix context where
+        it offers one (:meth:`plotlib.lm.CausalLMBackbone.resume_context`). The latest one is kept, since
+        callers work location by location."""
+        prepare = getattr(backbone, "resume_context", None)
+        if prepare is None:
+            return self.x_base
+        if self._ready[:2] != (id(backbone), location):
+            self._ready = (id(backbone), location, prepare(location, self.x_base))
+        return self._ready[2]
 
     def base_acts(self, names: Iterable[str]) -> dict[str, torch.Tensor]:
         return {name: self.acts("base", name) for name in names}

@@ -40,7 +40,7 @@ def train_rotation(
     """Fit Q on ``bank`` (the DAS training bank) against the counterfactual labels; returns Q (d x k)."""
     torch.manual_seed(seed)
     h_base, h_source = bank.acts("base", layer), bank.acts("source", layer)
-    labels, x = bank.labels(variable), bank.x_base
+    labels, x = bank.labels(variable), bank.inputs_at(backbone, layer)
     rotation = Rotation(h_base.shape[-1], k, within)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=lr)
     loss_fn = bank.task.readout.loss
@@ -62,7 +62,7 @@ def train_rotation(
 def evaluate_rotation(backbone: nn.Module, bank: CachedBank, layer: str, variable: str, q: torch.Tensor) -> dict[str, float]:
     """IIA of the DAS intervention Q at ``layer`` on ``bank``."""
     edit = Edit(Location.parse(layer), Subspace(basis=q), 1.0, bank.acts("source", layer))
-    logits = run_with_edits(backbone, bank.x_base, [edit], bank.base_acts([layer]))
+    logits = run_with_edits(backbone, bank.inputs_at(backbone, layer), [edit], bank.base_acts([layer]))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
 
 

@@ -71,7 +71,9 @@ def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, varia
                     widths: dict[str, int], bases: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
     """IIA of ``handle`` for ``variable`` on ``bank``, patching from the cached base activations."""
     edits = handle_edits(handle, bank, widths, bases)
-    logits = run_with_edits(backbone, bank.x_base, edits, bank.base_acts({e.location.id for e in edits}))
+    locations = {e.location.id for e in edits}
+    x = bank.inputs_at(backbone, next(iter(locations))) if len(locations) == 1 else bank.x_base
+    logits = run_with_edits(backbone, x, edits, bank.base_acts(locations))
     return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
 
 
@@ -93,7 +95,7 @@ def evaluate_handles(backbone: nn.Module, bank: CachedBank, handles: Sequence[Ha
     for location, idx in by_location.items():
         operators = [Operator.combine([(handles[i].gain * w, site_subspace(s, widths[location], bases.get(location)))
                                        for s, w in zip(handles[i].sites, handles[i].weights)], widths[location]) for i in idx]
-        logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location), operators, bank.x_base)
+        logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location), operators, bank.inputs_at(backbone, location))
         for i, out in zip(idx, logits):
             results[i] = iia(predict(out), labels, sensitive)
     return results  # type: ignore[return-value]

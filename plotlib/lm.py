@@ -15,10 +15,12 @@ to the model itself. A forward pre-hook on the LM head keeps only the hidden sta
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,17 +34,21 @@ from transformers.models.auto.modeling_auto import (
 
 from plotlib.io import atomic_path
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class LMInputs:
     """A batch of tokenized prompts: right-padded ids, their mask, named token positions per row (``(n,)``
     for one token, ``(n, m)`` for a span of m tokens), and (optionally) cached residual streams of these
-    same prompts per layer name, for resuming."""
+    same prompts per layer name, and prefix contexts per location id (see
+    :meth:`CausalLMBackbone.resume_context`), for resuming."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     positions: dict[str, torch.Tensor]
     streams: dict[str, torch.Tensor] = field(default_factory=dict)
+    contexts: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Check shapes early, since a wrong position silently reads the wrong token."""
@@ -52,7 +58,7 @@ class LMInputs:
         if "last" not in self.positions:
             raise ValueError(f"positions must contain 'last'; got {sorted(self.positions)}")
         n = len(self)
-        for name, t in {**self.positions, **self.streams}.items():
+        for name, t in {**self.positions, **self.streams, **self.contexts}.items():
             if t.shape[0] != n:
                 raise ValueError(f"{name!r} has {t.shape[0]} rows, expected {n}")
         for name, t in self.positions.items():
@@ -66,7 +72,7 @@ class LMInputs:
     def _map(self, fn) -> LMInputs:
         """Apply ``fn`` to every tensor field (rows first), keeping the names."""
         return LMInputs(fn(self.input_ids), fn(self.attention_mask), {k: fn(v) for k, v in self.positions.items()},
-                        {k: fn(v) for k, v in self.streams.items()})
+                        {k: fn(v) for k, v in self.streams.items()}, {k: fn(v) for k, v in self.contexts.items()})
 
     def __getitem__(self, idx) -> LMInputs:
         """Rows ``idx`` (LongTensor, list, bool mask or slice; an int gives a one-row batch) of every field."""
@@ -195,28 +201,103 @@ class CausalLMBackbone(nn.Module):
         """Where the model (its first parameter) lives; inputs and streams are moved there."""
         return next(self.model.parameters()).device
 
-    def _readout(self, x: LMInputs, skip: int = 0, stream: torch.Tensor | None = None) -> torch.Tensor:
-        """The model's own forward, with the first ``skip`` decoder layers stubbed out and ``stream`` (if
-        given) as the residual stream after them; float32 answer logits at ``"last"``."""
-        x = x.to(self._device)
-        rows = torch.arange(len(x), device=self._device)
-        last = x.positions["last"]
+    @contextmanager
+    def _resumed_at(self, skip: int, stream: torch.Tensor | None) -> Iterator[None]:
+        """While inside: the first ``skip`` decoder layers are pass-through stubs, the last of them returning
+        ``stream``; for ``skip`` 0, a pre-hook gives layer 0 ``stream`` as its input instead."""
         saved = list(self.layers[:skip])
-        hooks = [self.model.get_output_embeddings().register_forward_pre_hook(
-            lambda _, args: (args[0][rows, last].unsqueeze(1), *args[1:]))]
+        hook = None
         try:
             if stream is not None and skip == 0:
-                hooks.append(self.layers[0].register_forward_pre_hook(
-                    lambda _, args, kwargs: _with_hidden_states(args, kwargs, stream), with_kwargs=True))
+                hook = self.layers[0].register_forward_pre_hook(
+                    lambda _, args, kwargs: _with_hidden_states(args, kwargs, stream), with_kwargs=True)
             for j, layer in enumerate(saved):
                 self.layers[j] = _Skip(layer, stream if j == skip - 1 else None)
-            logits = self.model(input_ids=x.input_ids, attention_mask=x.attention_mask, use_cache=False).logits
+            yield
         finally:
-            for hook in hooks:
+            if hook is not None:
                 hook.remove()
             for j, layer in enumerate(saved):
                 self.layers[j] = layer
+
+    def _readout(self, x: LMInputs, skip: int = 0, stream: torch.Tensor | None = None,
+                 context: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's own forward, with the first ``skip`` decoder layers stubbed out and ``stream`` (if
+        given) as the residual stream after them; float32 answer logits at ``"last"``. With ``context``
+        (see :meth:`resume_context`) only the tokens after its prefix run, attending to its keys and values."""
+        x = x.to(self._device)
+        rows = torch.arange(len(x), device=self._device)
+        ids, last, cache = x.input_ids, x.positions["last"], None
+        if context is not None:
+            start = context.shape[-2]
+            ids, last, stream, cache = ids[:, start:], last - start, stream[:, start:], self._prefix_cache(context, skip)
+        head = self.model.get_output_embeddings().register_forward_pre_hook(
+            lambda _, args: (args[0][rows, last].unsqueeze(1), *args[1:]))
+        try:
+            with self._resumed_at(skip, stream):
+                logits = self.model(input_ids=ids, attention_mask=x.attention_mask, past_key_values=cache,
+                                    use_cache=cache is not None).logits
+        finally:
+            head.remove()
         return logits[:, -1, self.answer_ids].float()
+
+    def _prefix_cache(self, context: torch.Tensor, skip: int):
+        """A model cache of ``context``'s keys and values for the layers after ``skip``. The stubbed layers
+        before get copies of the first (never read: the model sizes its mask and positions from them)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for j in range(len(self.layers)):
+            kv = context[:, max(j - skip, 0)]
+            cache.update(kv[:, 0], kv[:, 1], j)
+        return cache
+
+    @torch.no_grad()
+    def _prefix_context(self, x: LMInputs, layer: str, start: int) -> torch.Tensor:
+        """Keys and values ``(n, layers after, 2, heads, start, head_dim)`` of ``x``'s first ``start`` tokens at
+        the decoder layers after ``layer``, run from the cached stream there."""
+        x = x.to(self._device)
+        skip = self._index(layer)
+        p = next(self.model.parameters())
+        with self._resumed_at(skip, x.streams[layer][:, :start].to(p.device, p.dtype)):
+            cache = self.model.get_decoder()(input_ids=x.input_ids[:, :start], attention_mask=x.attention_mask[:, :start],
+                                             use_cache=True).past_key_values
+        return torch.stack([torch.stack([cache.layers[j].keys, cache.layers[j].values], 1)
+                            for j in range(skip, len(self.layers))], 1)
+
+    def resume_context(self, location: str, x: LMInputs, batch_size: int = 256) -> LMInputs:
+        """``x`` plus, for ``location``, the keys and values of the tokens before its first position at every
+        later decoder layer. A patch there leaves those tokens unchanged, so :meth:`resume` then runs only
+        the tokens from that position on (for ``"last"``, one token instead of the whole prompt).
+
+        ``x`` comes back unchanged where this saves nothing (the last layer, a position at the first token)
+        or where the model's cache does not reproduce its full forward: checked once here on a few rows,
+        with a warning, so an architecture whose cache behaves otherwise stays correct, only slower."""
+        layer, _, position = location.partition("@")
+        skip = self._index(layer)
+        if location in x.contexts or skip == len(self.layers) or layer not in x.streams or position not in x.positions:
+            return x
+        start = int(x.positions[position].min())
+        if start == 0:
+            return x
+        try:
+            context = torch.cat([self._prefix_context(x[i:i + batch_size], layer, start) for i in range(0, len(x), batch_size)])
+            ready = replace(x, contexts={**x.contexts, location: context})
+            rows = torch.arange(min(len(x), 8))
+            donor = x[rows.roll(1)]  # another row's activation, so the check writes a real patch
+            with torch.no_grad():
+                h = read_position(donor.streams[layer], donor.positions[position])
+                full, fast = self.resume(location, h, x[rows]), self.resume(location, h, ready[rows])
+            error = float((full - fast).abs().max())
+        except (AttributeError, TypeError, ValueError, RuntimeError, IndexError) as err:
+            log.warning("%s: no prefix reuse at %s (%s: %s); every token runs", type(self.model).__name__, location,
+                        type(err).__name__, err)
+            return x
+        if error > 1e-3 * float(full.abs().max()) + 1e-4:
+            log.warning("%s: prefix reuse at %s changes the logits by %.3g; every token runs", type(self.model).__name__,
+                        location, error)
+            return x
+        return ready
 
     def forward(self, x: LMInputs) -> torch.Tensor:
         """Float32 logits ``(n, n_answers)`` of the answer tokens at each row's ``"last"`` position."""
@@ -261,7 +342,11 @@ class CausalLMBackbone(nn.Module):
         if position not in x.positions:
             raise KeyError(f"unknown position {position!r} in {location!r}; positions are {sorted(x.positions)}")
         patched = write_position(x.streams[layer].to(self._device), x.positions[position], h)
-        return self.resume_stream(layer, patched, x)
+        context = x.contexts.get(location)
+        if context is None:
+            return self.resume_stream(layer, patched, x)
+        p = next(self.model.parameters())
+        return self._readout(x, self._index(layer), patched.to(p.device, p.dtype), context.to(p.device, p.dtype))
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}

@@ -71,6 +71,8 @@ class Run:
             acts, streams = capture_locations(model, x, [first])
             if streams:
                 x = x.with_streams(streams)
+            if hasattr(model, "resume_context"):  # and the prefix-reuse path, where the backbone has one
+                x = model.resume_context(first.id, x)
             h = acts[first.id]
             model.resume(first.id, h + (h @ q) @ q.T, x).sum().backward()
         return model

@@ -39,7 +39,7 @@ def neural_effects(backbone: nn.Module, bank: CachedBank, sites: Sequence[Site],
         by_location.setdefault(site.location.id, []).append(i)
     for location, idx in by_location.items():
         logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location),
-                                    [subspaces[i] for i in idx], bank.x_base)
+                                    [subspaces[i] for i in idx], bank.inputs_at(backbone, location))
         out[idx] = probs(logits) - base_probs
     if not torch.isfinite(out).all():
         raise FloatingPointError("non-finite neural effects")

@@ -114,6 +114,31 @@ def test_resume_equals_hooked_full_forward(backbone):
     torch.testing.assert_close(backbone(x), x.streams["logits"])
 
 
+def test_prefix_context_resume_equals_hooked_full_forward(backbone):
+    """With a prefix context only the tokens from the patched position on run; right-padded rows of
+    several lengths, learned (GPT-2) and rotary (Llama, grouped keys) positions, every layer."""
+    x = make_inputs([5, 8, 3, 6])
+    x = x.with_streams(backbone.capture(x, backbone.layer_names))
+    g = torch.Generator().manual_seed(3)
+    for layer in backbone.layer_names:
+        for position in ("last", "mid", "pair"):
+            location = f"{layer}@{position}"
+            ready = backbone.resume_context(location, x)
+            # nothing to reuse after the last layer, or before a span that starts at token 0
+            assert (location in ready.contexts) == (layer != "L2" and position != "pair")
+            h = torch.randn(len(x), backbone.width(location), generator=g)
+            expected = hooked_full_forward(backbone, x, layer, position, h)
+            torch.testing.assert_close(backbone.resume(location, h, ready), expected, atol=1e-5, rtol=1e-5)
+            rows = torch.tensor([3, 0, 0])  # contexts index and tile with the batch
+            torch.testing.assert_close(backbone.resume(location, h[rows].repeat(2, 1), ready[rows].repeat_rows(2)),
+                                       expected[rows].repeat(2, 1), atol=1e-5, rtol=1e-5)
+    ready = backbone.resume_context("emb@last", x)
+    assert ready.contexts["emb@last"].shape[:3] == (4, 2, 2) and ready.contexts["emb@last"].shape[-2] == 2  # min last = 2
+    h = torch.randn(len(x), 32, requires_grad=True)
+    backbone.resume("emb@last", h, ready).sum().backward()
+    assert torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+
+
 def test_resume_needs_cached_stream(backbone):
     x = make_inputs([4, 4])
     with pytest.raises(KeyError, match="cached stream 'L1'"):
