@@ -1,11 +1,14 @@
-"""Suffix-only patching versus a plain full forward per intervention, measured in one run.
+"""Suffix-only patching and prefix reuse versus a plain full forward per intervention, measured in one run.
 
 For every coarse site (residual stream after a layer, at a token position) of an MCQA transformer, the
-same batch of interchange interventions is run two ways:
-  suffix: write the source vector into the base's cached residual stream and run only the later layers
-          (what every plotlib stage does);
-  full:   run the whole model on the base prompts with a hook that writes the vector at that layer.
-Outputs are checked to agree; the ratio full / suffix is printed per depth and site.
+same batch of interchange interventions is run three ways:
+  full:   run the whole model on the base prompts with a hook that writes the vector at that layer;
+  suffix: write the source vector into the base's cached residual stream and run only the later layers;
+  prefix: the same, with the prefix context (keys and values of the tokens before the patched position,
+          built once per bank and site: `context_s`), so only the later tokens run (what every plotlib
+          stage does).
+Outputs are checked to agree. Printed per depth and site: the three forward times, the context's one-off
+cost, and one DAS training step (forward and backward to the patch) without and with prefix reuse.
 
     python benchmarks/suffix_patching.py --layers 4 8 12 --pairs 256 --repeats 3
 """
@@ -52,6 +55,12 @@ def seconds(fn, repeats: int) -> float:
     return best
 
 
+def training_step(backbone: CausalLMBackbone, location: str, h: torch.Tensor, x) -> None:
+    """Forward and backward to the patched vector, as one DAS step does."""
+    h = h.detach().requires_grad_(True)
+    backbone.resume(location, h, x).sum().backward()
+
+
 @torch.no_grad()
 def measure(depth: int, width: int, pairs: int, repeats: int, seed: int) -> list[dict]:
     options = {"kind": "transformer", "layers": depth, "width": width, "heads": 4, "architecture": "llama"}
@@ -67,13 +76,20 @@ def measure(depth: int, width: int, pairs: int, repeats: int, seed: int) -> list
     rows = []
     for loc in locations:
         h = source_acts[loc.id]
-        suffix = backbone.resume(loc.id, h, xb)
+        start = time.perf_counter()
+        ready = backbone.resume_context(loc.id, xb)
+        t_context = time.perf_counter() - start
+        suffix, prefix = backbone.resume(loc.id, h, xb), backbone.resume(loc.id, h, ready)
         full = full_forward_with_patch(backbone, loc.layer, loc.position, h, xb)
-        if not torch.allclose(suffix, full, atol=1e-4):
-            raise AssertionError(f"suffix-only and full forward disagree at {loc.id}: {(suffix - full).abs().max():.2e}")
-        t_suffix = seconds(lambda: backbone.resume(loc.id, h, xb), repeats)
-        t_full = seconds(lambda: full_forward_with_patch(backbone, loc.layer, loc.position, h, xb), repeats)
-        rows.append({"depth": depth, "site": loc.id, "suffix_s": t_suffix, "full_s": t_full})
+        for name, got in (("suffix-only", suffix), ("prefix reuse", prefix)):
+            if not torch.allclose(got, full, atol=1e-4):
+                raise AssertionError(f"{name} and full forward disagree at {loc.id}: {(got - full).abs().max():.2e}")
+        with torch.enable_grad():
+            t_step = {key: seconds(lambda x=x: training_step(backbone, loc.id, h, x), repeats) for key, x in (("suffix", xb), ("prefix", ready))}
+        rows.append({"depth": depth, "site": loc.id, "full_s": seconds(lambda: full_forward_with_patch(backbone, loc.layer, loc.position, h, xb), repeats),
+                     "suffix_s": seconds(lambda: backbone.resume(loc.id, h, xb), repeats),
+                     "prefix_s": seconds(lambda: backbone.resume(loc.id, h, ready), repeats), "context_s": t_context,
+                     "step_suffix_s": t_step["suffix"], "step_prefix_s": t_step["prefix"]})
     return rows
 
 
@@ -87,15 +103,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print("depth  site           suffix_s   full_s   full/suffix")
+    print("depth  site           full_s  suffix_s  prefix_s  context_s  step_suffix_s  step_prefix_s")
     for depth in args.layers:
         rows = measure(depth, args.width, args.pairs, args.repeats, args.seed)
         for r in rows:
-            print(f"{r['depth']:5d}  {r['site']:13s}  {r['suffix_s']:8.4f}  {r['full_s']:7.4f}  {r['full_s'] / r['suffix_s']:6.2f}x")
-        total_suffix, total_full = sum(r["suffix_s"] for r in rows), sum(r["full_s"] for r in rows)
-        print(f"depth {depth}: all {len(rows)} sites, one intervention batch each: full {total_full:.3f} s, "
-              f"suffix-only {total_suffix:.3f} s, ratio {total_full / total_suffix:.2f}x")
-
+            print(f"{r['depth']:5d}  {r['site']:13s}  {r['full_s']:6.4f}  {r['suffix_s']:8.4f}  {r['prefix_s']:8.4f}  "
+                  f"{r['context_s']:9.4f}  {r['step_suffix_s']:13.4f}  {r['step_prefix_s']:13.4f}")
+        total = {key: sum(r[key] for r in rows) for key in rows[0] if key.endswith("_s")}
+        print(f"depth {depth}: all {len(rows)} sites, one intervention batch each: full {total['full_s']:.3f} s, "
+              f"suffix-only {total['suffix_s']:.3f} s ({total['full_s'] / total['suffix_s']:.2f}x), prefix reuse "
+              f"{total['prefix_s']:.3f} s ({total['full_s'] / total['prefix_s']:.2f}x) plus {total['context_s']:.3f} s of "
+              f"contexts once; one training step at every site: {total['step_suffix_s']:.3f} s suffix-only, "
+              f"{total['step_prefix_s']:.3f} s with prefix reuse ({total['step_suffix_s'] / total['step_prefix_s']:.2f}x)")
 
 if __name__ == "__main__":
     main()

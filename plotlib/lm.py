@@ -12,6 +12,10 @@ returning the cached (patched) stream; for ``"emb"`` a forward pre-hook on layer
 Everything model specific (masks, rotary or learned positions, final norm, soft-capping) is thus left
 to the model itself. A forward pre-hook on the LM head keeps only the hidden state at each row's
 ``"last"`` position, so the logits are ``(n, 1, vocab)`` rather than ``(n, T, vocab)``.
+
+Prefix reuse (:meth:`CausalLMBackbone.resume_context`): a patch at token p leaves the tokens before p
+unchanged, so their keys and values at the later layers are computed once per bank and location and
+handed to the model as its own cache; resume then runs only the tokens from p on.
 """
 from __future__ import annotations
 

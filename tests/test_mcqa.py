@@ -194,8 +194,8 @@ def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
 
 
 def test_suffix_patching_script_agrees_with_full_forward_at_every_site():
-    """benchmarks/suffix_patching.py on a tiny model: it checks suffix-only against the hooked full
-    forward at each (layer, position) site, spans included, and reports one row per site."""
+    """benchmarks/suffix_patching.py on a tiny model: it checks suffix-only and prefix reuse against the
+    hooked full forward at each (layer, position) site, spans included, and reports one row per site."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("suffix_patching", ROOT / "benchmarks" / "suffix_patching.py")
@@ -203,4 +203,4 @@ def test_suffix_patching_script_agrees_with_full_forward_at_every_site():
     spec.loader.exec_module(script)
     rows = script.measure(depth=1, width=16, pairs=6, repeats=1, seed=0)
     assert [r["site"] for r in rows] == [f"{layer}@{pos}" for layer in ("emb", "L1") for pos in ("last", "letter", "color", "choices")]
-    assert all(r["suffix_s"] > 0 and r["full_s"] > 0 for r in rows)
+    assert all(r[key] > 0 for r in rows for key in ("full_s", "suffix_s", "prefix_s", "step_suffix_s", "step_prefix_s"))
