@@ -84,12 +84,13 @@ def measure(depth: int, width: int, pairs: int, repeats: int, seed: int) -> list
         for name, got in (("suffix-only", suffix), ("prefix reuse", prefix)):
             if not torch.allclose(got, full, atol=1e-4):
                 raise AssertionError(f"{name} and full forward disagree at {loc.id}: {(got - full).abs().max():.2e}")
-        with torch.enable_grad():
-            t_step = {key: seconds(lambda x=x: training_step(backbone, loc.id, h, x), repeats) for key, x in (("suffix", xb), ("prefix", ready))}
-        rows.append({"depth": depth, "site": loc.id, "full_s": seconds(lambda: full_forward_with_patch(backbone, loc.layer, loc.position, h, xb), repeats),
-                     "suffix_s": seconds(lambda: backbone.resume(loc.id, h, xb), repeats),
-                     "prefix_s": seconds(lambda: backbone.resume(loc.id, h, ready), repeats), "context_s": t_context,
-                     "step_suffix_s": t_step["suffix"], "step_prefix_s": t_step["prefix"]})
+        row = {"depth": depth, "site": loc.id, "context_s": t_context,
+               "full_s": seconds(lambda: full_forward_with_patch(backbone, loc.layer, loc.position, h, xb), repeats)}
+        for key, x in (("suffix", xb), ("prefix", ready)):
+            row[f"{key}_s"] = seconds(lambda x=x: backbone.resume(loc.id, h, x), repeats)
+            with torch.enable_grad():
+                row[f"step_{key}_s"] = seconds(lambda x=x: training_step(backbone, loc.id, h, x), repeats)
+        rows.append(row)
     return rows
 
 
@@ -115,6 +116,7 @@ def main() -> None:
               f"{total['prefix_s']:.3f} s ({total['full_s'] / total['prefix_s']:.2f}x) plus {total['context_s']:.3f} s of "
               f"contexts once; one training step at every site: {total['step_suffix_s']:.3f} s suffix-only, "
               f"{total['step_prefix_s']:.3f} s with prefix reuse ({total['step_suffix_s'] / total['step_prefix_s']:.2f}x)")
+
 
 if __name__ == "__main__":
     main()

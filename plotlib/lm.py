@@ -208,9 +208,13 @@ class CausalLMBackbone(nn.Module):
     @contextmanager
     def _resumed_at(self, skip: int, stream: torch.Tensor | None) -> Iterator[None]:
         """While inside: the first ``skip`` decoder layers are pass-through stubs, the last of them returning
-        ``stream``; for ``skip`` 0, a pre-hook gives layer 0 ``stream`` as its input instead."""
+        ``stream`` (moved to the model's device and dtype); for ``skip`` 0, a pre-hook gives layer 0
+        ``stream`` as its input instead."""
         saved = list(self.layers[:skip])
         hook = None
+        if stream is not None:
+            p = next(self.model.parameters())
+            stream = stream.to(p.device, p.dtype)
         try:
             if stream is not None and skip == 0:
                 hook = self.layers[0].register_forward_pre_hook(
@@ -250,6 +254,8 @@ class CausalLMBackbone(nn.Module):
         before get copies of the first (never read: the model sizes its mask and positions from them)."""
         from transformers import DynamicCache
 
+        p = next(self.model.parameters())
+        context = context.to(p.device, p.dtype)
         cache = DynamicCache(config=self.model.config)
         for j in range(len(self.layers)):
             kv = context[:, max(j - skip, 0)]
@@ -262,8 +268,7 @@ class CausalLMBackbone(nn.Module):
         the decoder layers after ``layer``, run from the cached stream there."""
         x = x.to(self._device)
         skip = self._index(layer)
-        p = next(self.model.parameters())
-        with self._resumed_at(skip, x.streams[layer][:, :start].to(p.device, p.dtype)):
+        with self._resumed_at(skip, x.streams[layer][:, :start]):
             cache = self.model.get_decoder()(input_ids=x.input_ids[:, :start], attention_mask=x.attention_mask[:, :start],
                                              use_cache=True).past_key_values
         return torch.stack([torch.stack([cache.layers[j].keys, cache.layers[j].values], 1)
@@ -333,8 +338,7 @@ class CausalLMBackbone(nn.Module):
     def resume_stream(self, layer: str, stream: torch.Tensor, x: LMInputs) -> torch.Tensor:
         """The readout when the residual stream at ``layer`` is replaced by ``stream`` ``(n, T, d)``, running
         only the decoder layers after ``layer`` (plus the final norm and LM head)."""
-        p = next(self.model.parameters())
-        return self._readout(x, self._index(layer), stream.to(p.device, p.dtype))
+        return self._readout(x, self._index(layer), stream)
 
     def resume(self, location: str, h: torch.Tensor, x: LMInputs) -> torch.Tensor:
         """The readout after writing ``h`` (``(n, width)``, see :func:`read_position`) into ``x``'s cached
@@ -346,11 +350,7 @@ class CausalLMBackbone(nn.Module):
         if position not in x.positions:
             raise KeyError(f"unknown position {position!r} in {location!r}; positions are {sorted(x.positions)}")
         patched = write_position(x.streams[layer].to(self._device), x.positions[position], h)
-        context = x.contexts.get(location)
-        if context is None:
-            return self.resume_stream(layer, patched, x)
-        p = next(self.model.parameters())
-        return self._readout(x, self._index(layer), patched.to(p.device, p.dtype), context.to(p.device, p.dtype))
+        return self._readout(x, self._index(layer), patched, x.contexts.get(location))
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
