@@ -117,6 +117,10 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: 
             raise ConfigError(f"config key 'scale': {scale!r} is not a scale of {spec_path} (has: default, {', '.join(sorted(scales))})")
         raw = deep_merge(raw, scales[scale])
     spec = validate(raw, schema, f"benchmark spec {Path(spec_path).name}")
+    training = spec["training"]
+    if training["warmup_steps"] >= training["steps"]:
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'training.warmup_steps': {training['warmup_steps']} "
+                          f"must be below training.steps ({training['steps']})")
     checkpoint = spec["backbone"].get("checkpoint")
     if checkpoint and not Path(checkpoint).exists():
         raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'backbone.checkpoint': file not found: {checkpoint}")

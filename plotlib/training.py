@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
@@ -20,16 +21,25 @@ def factual_accuracy(task: Task, backbone: nn.Module, inputs, batch_size: int = 
     return float((torch.cat(predictions).cpu() == labels).float().mean())
 
 
+def learning_rate_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int = 0):
+    """Cosine decay over ``steps``; with ``warmup_steps`` the rate first rises linearly from
+    lr / warmup_steps to lr (a small transformer can stall at chance without it)."""
+    if not warmup_steps:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+
+
 def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dict]:
-    """Train a fresh backbone with AdamW and a cosine learning-rate schedule for a fixed number of
-    steps on newly sampled inputs. The whole schedule runs (weight decay needs it to prune the
+    """Train a fresh backbone with AdamW and a cosine learning-rate schedule (optionally after a linear
+    warmup) for a fixed number of steps on newly sampled inputs. The whole schedule runs (weight decay needs it to prune the
     connections a modular solution does not use); fails loudly below ``min_accuracy``."""
     backbone = task.build_backbone(options["backbone"], seed)
     cfg = options["training"]
     rng = np.random.default_rng([seed, 31337])
     held_out = task.evaluation_inputs(rng, cfg["eval_size"])
     optimizer = torch.optim.AdamW(backbone.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg["steps"])
+    schedule = learning_rate_schedule(optimizer, cfg["steps"], cfg.get("warmup_steps", 0))
     torch.manual_seed(seed)
     for step in range(1, cfg["steps"] + 1):
         batch = task.sample_inputs(rng, cfg["batch_size"])

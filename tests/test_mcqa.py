@@ -145,6 +145,26 @@ def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path)
     assert torch.allclose(task.load_backbone(str(path))(x), model(x), atol=1e-6)
 
 
+def test_warmup_schedule_rises_linearly_then_follows_the_cosine():
+    from plotlib.training import learning_rate_schedule
+
+    def rates(steps, warmup):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        schedule = learning_rate_schedule(optimizer, steps, warmup)
+        out = []
+        for _ in range(steps):
+            out.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            schedule.step()
+        return np.array(out)
+
+    warm = rates(100, 10)
+    cosine = 0.5 * (1 + np.cos(np.pi * np.arange(100) / 100))
+    assert warm[:10] == pytest.approx(np.arange(1, 11) / 10 * cosine[:10])  # rises from lr / 10
+    assert warm[10:] == pytest.approx(cosine[10:]) and warm[-1] < 1e-3
+    assert rates(100, 0) == pytest.approx(cosine)  # no warmup: plain cosine annealing
+
+
 def test_bad_model_paths_are_named(tmp_path):
     task = make_task("mcqa", {}, 0, {"kind": "pretrained", "pretrained": str(tmp_path / "missing")})
     with pytest.raises(FileNotFoundError, match="missing"):

@@ -140,3 +140,8 @@ def test_bad_benchmark_spec_and_missing_checkpoint_are_named(tmp_path):
         resolve_benchmark(path, "default", schema)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_backbone(tmp_path / "missing.pt")
+    spec = load_yaml(ROOT / "benchmarks/hierarchical_equality.yaml")
+    spec["training"].update(steps=100, warmup_steps=100)
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"'training.warmup_steps'.*below training.steps \(100\)"):
+        resolve_benchmark(path, "default", schema)
