@@ -22,8 +22,8 @@ def factual_accuracy(task: Task, backbone: nn.Module, inputs, batch_size: int = 
 
 
 def learning_rate_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup_steps: int = 0):
-    """Cosine decay over ``steps``; with ``warmup_steps`` the rate first rises linearly from
-    lr / warmup_steps to lr (a small transformer can stall at chance without it)."""
+    """Cosine decay over ``steps``; with ``warmup_steps`` the decayed rate is also scaled by a linear
+    ramp from 1 / warmup_steps to 1 over the first steps (a small transformer can stall at chance without it)."""
     if not warmup_steps:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     return torch.optim.lr_scheduler.LambdaLR(
