@@ -26,14 +26,15 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup_
     ramp from 1 / warmup_steps to 1 over the first steps (a small transformer can stall at chance without it)."""
     if not warmup_steps:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dict]:
     """Train a fresh backbone with AdamW and a cosine learning-rate schedule (optionally after a linear
-    warmup) for a fixed number of steps on newly sampled inputs. The whole schedule runs (weight decay needs it to prune the
-    connections a modular solution does not use); fails loudly below ``min_accuracy``."""
+    warmup) for a fixed number of steps on newly sampled inputs. The whole schedule runs (weight decay
+    needs it to prune the connections a modular solution does not use); fails loudly below ``min_accuracy``."""
     backbone = task.build_backbone(options["backbone"], seed)
     cfg = options["training"]
     rng = np.random.default_rng([seed, 31337])
