@@ -205,6 +205,11 @@ class CausalLMBackbone(nn.Module):
         """Where the model (its first parameter) lives; inputs and streams are moved there."""
         return next(self.model.parameters()).device
 
+    def _to_model(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the model's device and in its dtype (cached streams and contexts are float32 on CPU)."""
+        p = next(self.model.parameters())
+        return t.to(p.device, p.dtype)
+
     @contextmanager
     def _resumed_at(self, skip: int, stream: torch.Tensor | None) -> Iterator[None]:
         """While inside: the first ``skip`` decoder layers are pass-through stubs, the last of them returning
@@ -213,8 +218,7 @@ class CausalLMBackbone(nn.Module):
         saved = list(self.layers[:skip])
         hook = None
         if stream is not None:
-            p = next(self.model.parameters())
-            stream = stream.to(p.device, p.dtype)
+            stream = self._to_model(stream)
         try:
             if stream is not None and skip == 0:
                 hook = self.layers[0].register_forward_pre_hook(
@@ -254,8 +258,7 @@ class CausalLMBackbone(nn.Module):
         before get copies of the first (never read: the model sizes its mask and positions from them)."""
         from transformers import DynamicCache
 
-        p = next(self.model.parameters())
-        context = context.to(p.device, p.dtype)
+        context = self._to_model(context)
         cache = DynamicCache(config=self.model.config)
         for j in range(len(self.layers)):
             kv = context[:, max(j - skip, 0)]
