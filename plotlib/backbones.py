@@ -8,6 +8,7 @@ the layers after l. Hooks on later taps still fire during ``resume``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ class MLP(nn.Module):
         return self._run(h, self._index(layer) + 1)
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """GRU inputs (n, steps, d_in) with the head outputs of the steps before one tap computed once
+    (:meth:`UnrolledGRU.resume_context`): a patch there cannot change them. Rows index and tile together."""
+
+    x: torch.Tensor
+    layer: str
+    prefix: torch.Tensor  # (n, t * step_out): the per-step heads of the steps before ``layer``
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, idx) -> "StepInputs":
+        return StepInputs(self.x[idx], self.layer, self.prefix[idx])
+
+    def repeat_rows(self, k: int) -> "StepInputs":
+        return StepInputs(self.x.repeat(k, 1, 1), self.layer, self.prefix.repeat(k, 1))
+
+
 class UnrolledGRU(nn.Module):
     """A GRUCell unrolled over ``steps`` timesteps. Tap ``h{t}`` is the hidden state after reading
     step t; a per-step head reads each ``h{t}`` and a final head reads the last one, so the logits are
@@ -89,25 +109,39 @@ class UnrolledGRU(nn.Module):
             step_logits.append(self.step_head(h))
         return torch.cat([*step_logits, self.final_head(h)], dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | StepInputs) -> torch.Tensor:
+        x = x.x if isinstance(x, StepInputs) else x
         self._check(x)
         return self._run(x, x.new_zeros(x.shape[0], self.args["hidden"]), 0, [])
 
-    def resume(self, layer: str, h: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        """Continue from ``h`` at tap ``layer``. The heads of the earlier steps read unpatched states, so
-        they are recomputed from ``x`` without gradient and without hooks."""
+    @torch.no_grad()
+    def _prefix_heads(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The per-step head outputs of steps 0..t-1 on unpatched states (n, t * step_out)."""
+        state, heads = x.new_zeros(x.shape[0], self.args["hidden"]), []
+        for s in range(t):
+            state = self.cell(x[:, s], state)
+            heads.append(self.step_head(state))
+        return torch.cat(heads, dim=-1) if heads else x.new_zeros(x.shape[0], 0)
+
+    def resume_context(self, layer: str, x: torch.Tensor) -> StepInputs:
+        """``x`` with the heads of the steps before ``layer`` computed once, so that every :meth:`resume`
+        there (sweeps and DAS steps alike) runs only the steps from ``layer`` on."""
+        self._check(x)
+        return StepInputs(x, layer, self._prefix_heads(x, self._index(layer)))
+
+    def resume(self, layer: str, h: torch.Tensor, x: torch.Tensor | StepInputs | None = None) -> torch.Tensor:
+        """Continue from ``h`` at tap ``layer``. The heads of the earlier steps read unpatched states: they
+        come from ``x``'s context for this layer, or are recomputed from ``x`` without gradient and hooks."""
         if x is None:
             raise ValueError("UnrolledGRU.resume needs the inputs x: later steps read them")
-        self._check(x)
         t = self._index(layer)
-        prefix = []
-        if t > 0:
-            with torch.no_grad():
-                state = x.new_zeros(x.shape[0], self.args["hidden"])
-                for s in range(t):
-                    state = self.cell(x[:, s], state)
-                    prefix.append(self.step_head(state))
-        return self._run(x, h, t + 1, [*prefix, self.step_head(h)])
+        if isinstance(x, StepInputs) and x.layer == layer:
+            x, prefix = x.x, x.prefix
+        else:
+            x = x.x if isinstance(x, StepInputs) else x
+            self._check(x)
+            prefix = self._prefix_heads(x, t)
+        return self._run(x, h, t + 1, [prefix, self.step_head(h)])
 
 
 BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "gru": UnrolledGRU}

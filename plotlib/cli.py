@@ -72,15 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--methods", nargs="+", required=True)
     stage("calibrate", "choose handles on calibration, evaluate on test",
           lambda run, a: pipeline.stage_calibrate(run, a.method)).add_argument("--method", required=True)
-    q = stage("das-layer", "one Full DAS job: the whole grid at one layer",
-              lambda run, a: pipeline.stage_das_layer(run, a.method, a.layer))
+    q = stage("das-location", "one Full DAS job: the whole grid at one coarse location",
+              lambda run, a: pipeline.stage_das_location(run, a.method, a.location))
     q.add_argument("--method", default="Full DAS")
-    q.add_argument("--layer", required=True)
-    q = stage("das-select", "choose DAS by calibration across layers, evaluate on test",
-              lambda run, a: pipeline.stage_das_select(run, a.method, a.layers))
+    q.add_argument("--location", required=True, help="a coarse location id, e.g. h1 or L2@last")
+    q = stage("das-select", "choose DAS by calibration across locations, evaluate on test",
+              lambda run, a: pipeline.stage_das_select(run, a.method, a.locations))
     q.add_argument("--method", default="Full DAS")
-    q.add_argument("--layers", nargs="+", required=True)
-    q = stage("guided-das", "DAS where each variable's guide handle points (layer, or Stage B support)",
+    q.add_argument("--locations", nargs="+", required=True)
+    q = stage("guided-das", "DAS where each variable's guide points (location, or Stage B support), or at a random location",
               lambda run, a: pipeline.stage_guided_das(run, a.method))
     q.add_argument("--method", default="PLOT-DAS")
 

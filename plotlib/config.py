@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-from plotlib.methods import REFINE_GRIDS, missing_parents
+from plotlib.methods import METHODS, REFINE_GRIDS, missing_parents
 from plotlib.methods import get as get_method
 
 
@@ -116,6 +116,8 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: 
         if scale not in scales:
             raise ConfigError(f"config key 'scale': {scale!r} is not a scale of {spec_path} (has: default, {', '.join(sorted(scales))})")
         raw = deep_merge(raw, scales[scale])
+    # the method names come from the method table, so a method is added in one place
+    schema = {**schema, "$defs": {**schema["$defs"], "method": {"enum": list(METHODS)}}}
     spec = validate(raw, schema, f"benchmark spec {Path(spec_path).name}")
     training = spec["training"]
     if training["warmup_steps"] >= training["steps"]:

@@ -1,11 +1,21 @@
-"""Distributed Alignment Search: one low-rank orthonormal implementation (METHOD.md 6).
+"""Distributed Alignment Search: one low-rank orthonormal implementation (METHOD.md 6), trained a whole
+grid at a time.
 
-The intervention is ``h <- h + Q Q^T (h_source - h)`` with Q (d x k) orthonormal through torch's
-orthogonal parametrization. ``within`` (d x r, orthonormal) restricts Q to a support (native
-coordinates or a PCA span): Q = within @ Q'. Training uses cached base and source activations at the
-site and runs only the layers after it, with the backbone frozen.
+The intervention is the interchange ``h <- h + Q Q^T (h_source - h)`` with Q (d x k) orthonormal,
+parametrized as torch's ``orthogonal`` does (a fixed random base times a Householder product, or a
+matrix exponential when k fills the room). ``within`` (d x r, orthonormal) restricts Q to a support
+(native coordinates or a PCA span): Q = within @ Q'. Training uses cached base and source activations
+at the location and runs only the layers after it, with the backbone frozen.
+
+Every *cell* of a location's grid (variable x k x lr, and its support) keeps its own parameters, Adam
+state and batch order, all fixed by its seed; the cells are trained together, their patched activations
+stacked in the batch dimension of one resumed forward per step, the way sweeps stack sites. Training a
+cell alone or beside others gives the same subspace (to float tolerance).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -13,57 +23,174 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from plotlib.cache import CachedBank
 from plotlib.metrics import iia
-from plotlib.patching import Edit, Subspace, run_with_edits
-from plotlib.sites import Location
+from plotlib.patching import Subspace, interchange, sweep_single_sites
 
 
-class Rotation(nn.Module):
-    """A trainable k-dimensional orthonormal subspace of a width-d activation (optionally inside ``within``)."""
+@dataclass(frozen=True)
+class Cell:
+    """One DAS training at a location: ``variable``, dimension ``k``, learning rate ``lr``, optionally
+    inside a support ``within`` (d x r). ``seed`` fixes its initial rotation and batch order; callers
+    derive it from (run seed, variable, location, k, lr), never from the method, so two methods that
+    train the same cell get the same subspace (common random numbers)."""
 
-    def __init__(self, width: int, k: int, within: torch.Tensor | None = None) -> None:
-        super().__init__()
-        room = width if within is None else within.shape[1]
-        if not 1 <= k <= room:
-            raise ValueError(f"DAS dimension k={k} must be in 1..{room}")
-        self.register_buffer("within", within if within is not None else torch.empty(0))
-        self.inner = orthogonal(nn.Linear(k, room, bias=False))
+    variable: str
+    k: int
+    lr: float
+    seed: int
+    within: torch.Tensor | None = field(default=None, compare=False)
 
-    def basis(self) -> torch.Tensor:
-        q = self.inner.weight
-        return q if self.within.numel() == 0 else self.within @ q
+    def room(self, width: int) -> int:
+        return width if self.within is None else self.within.shape[1]
 
 
-def train_rotation(
-    backbone: nn.Module, bank: CachedBank, layer: str, variable: str, k: int, lr: float,
-    epochs: int, batch_size: int, seed: int, within: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fit Q on ``bank`` (the DAS training bank) against the counterfactual labels; returns Q (d x k)."""
+def initial_rotation(width: int, k: int, seed: int, within: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded starting point (parameters X (r x k), base (r x r)) of a k-dimensional subspace of a
+    width-d activation (r = d, or the support's size): torch's orthogonal parametrization of a
+    freshly initialized ``Linear(k, r)``, so the same seed gives the same start as a plain per-cell DAS."""
+    room = width if within is None else within.shape[1]
+    if not 1 <= k <= room:
+        raise ValueError(f"DAS dimension k={k} must be in 1..{room}")
     torch.manual_seed(seed)
-    h_base, h_source = bank.acts("base", layer), bank.acts("source", layer)
-    labels, x = bank.labels(variable), bank.inputs_at(backbone, layer)
-    rotation = Rotation(h_base.shape[-1], k, within)
-    optimizer = torch.optim.Adam(rotation.parameters(), lr=lr)
+    layer = orthogonal(nn.Linear(k, room, bias=False))
+    return layer.parametrizations.weight.original.detach().clone(), layer.parametrizations.weight[0].base.detach().clone()
+
+
+def orthonormal(x: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Orthonormal (..., r, k) matrices from parameters x (..., r, k) and fixed bases (..., r, r), batched
+    over the leading dimensions: torch's orthogonal map with trivialization (base times a product of
+    Householder reflections for k < r, the exponential of a skew-symmetric matrix for k = r).
+
+    The reflections' product is formed in its compact WY form, ``I - V T V^T`` with T^-1 the upper
+    triangle of V^T V (diagonal 1 / tau), so its gradient is a few batched products and one triangular
+    solve instead of a loop over the k reflections (torch's own householder_product backward)."""
+    room, k = x.shape[-2:]
+    if room == k:
+        lower = x.tril()
+        q = torch.matrix_exp(lower - lower.mT)
+    else:
+        eye = torch.eye(room, k, dtype=x.dtype, device=x.device)
+        reflectors = x.tril(diagonal=-1) + eye  # unit diagonal, as LAPACK stores them
+        tau = 2.0 / (reflectors * reflectors).sum(dim=-2)
+        t_inverse = (reflectors.mT @ reflectors).triu(diagonal=1) + torch.diag_embed(1.0 / tau)
+        q = eye - reflectors @ torch.linalg.solve_triangular(t_inverse, reflectors[..., :k, :].mT, upper=True)
+        q = q * x.diagonal(dim1=-2, dim2=-1).int().unsqueeze(-2)  # signs of the fixed diagonal, as torch does
+    return base @ q
+
+
+def random_subspace(width: int, k: int, seed: int, within: torch.Tensor | None = None) -> torch.Tensor:
+    """The untrained starting subspace Q (d x k) of a cell with this seed."""
+    q = orthonormal(*initial_rotation(width, k, seed, within))
+    return q if within is None else within @ q
+
+
+@dataclass
+class _Group:
+    """Cells of one shape (room, k) and support kind: each keeps its own parameters, stacked into one
+    batched orthogonal map per step."""
+
+    members: list[int]
+    params: list[nn.Parameter]
+    bases: torch.Tensor
+    within: torch.Tensor | None
+
+    def subspaces(self) -> torch.Tensor:
+        q = orthonormal(torch.stack(self.params), self.bases)
+        return q if self.within is None else self.within @ q
+
+
+def _groups(cells: Sequence[Cell], width: int) -> list[_Group]:
+    keys: dict[tuple, list[int]] = {}
+    for i, cell in enumerate(cells):
+        keys.setdefault((cell.room(width), cell.k, cell.within is None), []).append(i)
+    groups = []
+    for members in keys.values():
+        starts = [initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within) for i in members]
+        within = None if cells[members[0]].within is None else torch.stack([cells[i].within for i in members])
+        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within))
+    return groups
+
+
+def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
+                    epochs: int, batch_size: int, max_rows: int | None = None) -> list[torch.Tensor]:
+    """Fit every cell's Q at ``location`` on ``bank`` (the DAS training bank) against its variable's
+    counterfactual labels; returns one Q (d x k) per cell, in order. Cells are trained together, at most
+    ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``); each chunk of
+    cells is an independent training, so the chunking changes no result."""
+    per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch_size)
+    out: list[torch.Tensor] = []
+    for start in range(0, len(cells), per_chunk):
+        out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size)
+    return out
+
+
+def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
+                    epochs: int, batch_size: int) -> list[torch.Tensor]:
+    h_base, h_source = bank.acts("base", location), bank.acts("source", location)
+    x = bank.inputs_at(backbone, location)
+    n, width = h_base.shape[0], h_base.shape[-1]
+    groups = _groups(cells, width)
+    trained: list[torch.Tensor | None] = [None] * len(cells)
+    # a cell whose k fills its room projects onto the whole room whatever its rotation (Q Q^T is the
+    # identity there), so training could not change its intervention: it keeps its starting subspace
+    fills = [cells[g.members[0]].k == cells[g.members[0]].room(width) for g in groups]
+    _collect([g for g, f in zip(groups, fills) if f], trained)
+    groups = [g for g, f in zip(groups, fills) if not f]
+    if not groups:
+        return trained  # type: ignore[return-value]
+    order = [i for g in groups for i in g.members]  # the stacked rows follow the groups
+    by_lr: dict[float, list[nn.Parameter]] = {}
+    for g in groups:
+        for i, p in zip(g.members, g.params):
+            by_lr.setdefault(cells[i].lr, []).append(p)
+    optimizer = torch.optim.Adam([{"params": ps, "lr": lr} for lr, ps in by_lr.items()], foreach=True)
+    labels = torch.stack([bank.labels(cells[i].variable) for i in order])
+    generators = [torch.Generator().manual_seed(cells[i].seed) for i in order]
     loss_fn = bank.task.readout.loss
-    generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
-        for idx in torch.randperm(len(labels), generator=generator).split(batch_size):
-            q = rotation.basis()
-            patched = h_base[idx] + ((h_source[idx] - h_base[idx]) @ q) @ q.T
-            loss = loss_fn(backbone.resume(layer, patched, x[idx]), labels[idx])
+        batches = zip(*(torch.randperm(n, generator=g).split(batch_size) for g in generators))
+        for rows in batches:
+            idx = torch.stack(rows)  # (cells, batch): each cell's own minibatch
+            patched, at = [], 0
+            for g in groups:
+                part = idx[at:at + len(g.members)]
+                patched.append(interchange(h_base[part], h_source[part], Subspace(basis=g.subspaces()).project))
+                at += len(g.members)
+            flat = torch.cat(patched).reshape(-1, h_base.shape[-1])
+            logits = backbone.resume(location, flat, x[idx.reshape(-1)])
+            # the mean over all stacked rows times the number of cells is the sum of each cell's own mean
+            # loss, so each cell's parameters get exactly its own gradient
+            loss = loss_fn(logits, labels.gather(1, idx).reshape(-1)) * len(order)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"DAS loss became {loss.item()} at {layer} (k={k}, lr={lr})")
+                raise FloatingPointError(f"DAS loss became {loss.item()} at {location} "
+                                         f"(cells k={sorted({c.k for c in cells})}, lr={sorted({c.lr for c in cells})})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    return rotation.basis().detach()
+    _collect(groups, trained)
+    return trained  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def evaluate_rotation(backbone: nn.Module, bank: CachedBank, layer: str, variable: str, q: torch.Tensor) -> dict[str, float]:
-    """IIA of the DAS intervention Q at ``layer`` on ``bank``."""
-    edit = Edit(Location.parse(layer), Subspace(basis=q), 1.0, bank.acts("source", layer))
-    logits = run_with_edits(backbone, bank.inputs_at(backbone, layer), [edit], bank.base_acts([layer]))
-    return iia(bank.task.readout.predict(logits), bank.labels(variable), bank.sensitive(variable))
+def _collect(groups: Sequence[_Group], trained: list) -> None:
+    """Each group's current subspaces into ``trained``, at their cells' places."""
+    for g in groups:
+        for i, q in zip(g.members, g.subspaces()):
+            trained[i] = q.contiguous()
+
+
+@torch.no_grad()
+def evaluate_rotations(backbone: nn.Module, bank: CachedBank, location: str, variables: Sequence[str],
+                       subspaces: Sequence[torch.Tensor]) -> list[dict[str, float]]:
+    """IIA of each DAS intervention Q at ``location`` for its variable on ``bank``, many per forward."""
+    logits = sweep_single_sites(backbone, location, bank.acts("base", location), bank.acts("source", location),
+                                [Subspace(basis=q) for q in subspaces], bank.inputs_at(backbone, location))
+    predict = bank.task.readout.predict
+    return [iia(predict(out), bank.labels(v), bank.sensitive(v)) for v, out in zip(variables, logits)]
+
+
+def evaluate_rotation(backbone: nn.Module, bank: CachedBank, location: str, variable: str, q: torch.Tensor) -> dict[str, float]:
+    """IIA of the DAS intervention Q at ``location`` on ``bank``."""
+    return evaluate_rotations(backbone, bank, location, [variable], [q])[0]
 
 
 def dimension_hint(size: int, factors: list[float]) -> list[int]:

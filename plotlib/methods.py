@@ -12,13 +12,16 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Method:
-    """``parent``: the method whose handle this one starts from (Stage B and guided DAS)."""
+    """``parent``: the method whose handle this one starts from (Stage B and guided DAS). ``where`` (DAS
+    methods): at ``every`` coarse location, where the parent's handle points (``guide``), or at a coarse
+    location drawn uniformly per variable with the run's seed (``random``)."""
 
     name: str
     kind: str  # "handle" (coupling + calibration) or "das"
     grid: str | None = None  # handle methods: "coarse", "native" or "pca"
     solver: str | None = None  # "plot" (the spec's plot.solver), "refine" (refine.solver), uot, softmax, onehot
     parent: str | None = None
+    where: str | None = None  # DAS methods: "every", "guide" or "random"
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -28,15 +31,24 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("brute-force", "handle", "coarse", "onehot"),
     Method("PLOT-native", "handle", "native", "refine", parent="PLOT"),
     Method("PLOT-PCA", "handle", "pca", "refine", parent="PLOT"),
-    Method("Full DAS", "das"),
-    Method("PLOT-DAS", "das", parent="PLOT"),
-    Method("PLOT-native-DAS", "das", parent="PLOT-native"),
-    Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA"),
+    Method("Full DAS", "das", where="every"),
+    Method("PLOT-DAS", "das", parent="PLOT", where="guide"),
+    Method("PLOT-native-DAS", "das", parent="PLOT-native", where="guide"),
+    Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA", where="guide"),
+    # controls for a guide (METHOD.md 7): DAS at the brute-force site, and at a random coarse location
+    Method("brute-force-DAS", "das", parent="brute-force", where="guide"),
+    Method("random-DAS", "das", where="random"),
 )}
 #: Stage B site grids and the method that couples on each; every grid, Stage A's first.
 REFINE_GRIDS = {"native": "PLOT-native", "pca": "PLOT-PCA"}
 GRIDS = ("coarse", *REFINE_GRIDS)
 BASELINE = "Full DAS"
+#: Runtime-row labels of work one family needs and the others do not (METHOD.md 8): the fit bank's
+#: cache and the Stage A signatures (every method that couples on them), and the DAS training bank's
+#: cache (every DAS method). Everything else that no method owns is ``shared``.
+SIGNATURES, DAS_TRAINING = "signatures", "das-training"
+CACHE_CHARGED_TO = {"fit": SIGNATURES, "das_train": DAS_TRAINING}
+SHARED = "shared"
 
 
 def get(name: str) -> Method:
@@ -46,10 +58,16 @@ def get(name: str) -> Method:
 
 
 def charges(name: str) -> tuple[str, ...]:
-    """The runtime-row ``method`` labels whose time counts toward ``name``: its own rows, the shared
-    Stage A ``signatures`` when it couples on them, and everything its parent needs."""
+    """The runtime-row ``method`` labels whose time counts toward ``name``: its own rows, the Stage A
+    ``signatures`` (with the fit bank's cache) when it couples on them, the DAS training bank's cache
+    when it trains DAS, and everything its parent needs."""
     method = get(name)
-    own = ("signatures", name) if method.grid == "coarse" and method.solver != "onehot" else (name,)
+    if method.kind == "das":
+        own = (DAS_TRAINING, name)
+    elif method.grid == "coarse" and method.solver != "onehot":
+        own = (SIGNATURES, name)
+    else:
+        own = (name,)
     inherited = charges(method.parent) if method.parent else ()
     return tuple(dict.fromkeys((*inherited, *own)))
 

@@ -33,7 +33,7 @@ class Subspace:
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
             return delta * self.mask
-        return (delta @ self.basis) @ self.basis.T
+        return (delta @ self.basis) @ self.basis.mT  # also batched: bases (..., d, r) with deltas (..., n, d)
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,19 @@ class Edit:
     source: torch.Tensor  # source activation at ``location`` for each base in the batch
 
 
+def interchange(h: torch.Tensor, source: torch.Tensor, project, coeff: float = 1.0) -> torch.Tensor:
+    """The interchange of METHOD.md 1, ``h + coeff * P(source - h)``, with ``project`` the map P: the one
+    place this formula is written (sweeps, handles, DAS and the warm-up all call it)."""
+    return h + coeff * project(source - h)
+
+
 def _apply_all(h: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
-    """Apply several edits at one tap in the same pass: each reads the unpatched activation."""
-    delta = sum(e.coeff * e.subspace.project(e.source - h) for e in edits)
-    return h + delta
+    """Apply several edits at one tap in the same pass: each reads the unpatched activation, and all
+    take the same source activation (the source's at that location)."""
+    source = edits[0].source
+    if any(e.source is not source for e in edits[1:]):
+        raise ValueError(f"edits at {edits[0].location.id} must share one source activation")
+    return interchange(h, source, lambda delta: sum(e.coeff * e.subspace.project(delta) for e in edits))
 
 
 @contextmanager
@@ -153,12 +162,11 @@ def sweep_single_sites(
     per forward: the patched activations are stacked in the batch dimension and only the later layers
     run. At most ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``)."""
     n, batch = len(subspaces), base_h.shape[0]
-    delta = source_h - base_h
     outs = []
     per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch)
     for start in range(0, n, per_chunk):
         chunk = subspaces[start:start + per_chunk]
-        patched = torch.stack([base_h + coeff * s.project(delta) for s in chunk])
+        patched = torch.stack([interchange(base_h, source_h, s.project, coeff) for s in chunk])
         flat = patched.reshape(len(chunk) * batch, *base_h.shape[1:])
         x_rep = None if x is None else repeat_rows(x, len(chunk))
         outs.append(backbone.resume(layer, flat, x_rep).reshape(len(chunk), batch, -1))

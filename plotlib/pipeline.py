@@ -23,12 +23,12 @@ from safetensors.torch import load_file, save_file
 from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
 from plotlib.cache import CachedBank, build_cache, capture_locations
-from plotlib.das import Rotation, dimension_hint, evaluate_rotation, train_rotation
+from plotlib.das import Cell, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
 from plotlib.metrics import selection_score
-from plotlib.patching import site_subspace
+from plotlib.patching import Subspace, interchange, site_subspace
 from plotlib.methods import REFINE_GRIDS
 from plotlib.refine import native_group_sites, pca_basis, pca_span_sites, support_basis
 from plotlib.sites import Location, Site, neuron_sites
@@ -66,15 +66,18 @@ class Run:
         model = self.task.load_backbone(self.paths.model)
         x = self.task.encode(self.task.sample_inputs(np.random.default_rng(0), 8))
         first = self.task.coarse_locations(model)[0]
-        with torch.enable_grad():  # the DAS path: an orthogonal parametrization, a resumed suffix, backward
-            q = Rotation(model.width(first.id), 1).basis()
+        with torch.enable_grad():  # the DAS path: a batched orthogonal map, a resumed suffix, backward
+            params, base = initial_rotation(model.width(first.id), 1, 0)
+            params.requires_grad_(True)
             acts, streams = capture_locations(model, x, [first])
             if streams:
                 x = x.with_streams(streams)
             if hasattr(model, "resume_context"):  # and the prefix-reuse path, where the backbone has one
                 x = model.resume_context(first.id, x)
             h = acts[first.id]
-            model.resume(first.id, h + (h @ q) @ q.T, x).sum().backward()
+            q = orthonormal(params[None], base[None])
+            patched = interchange(h[None], h.roll(1, 0)[None], Subspace(basis=q).project)[0]
+            model.resume(first.id, patched, x).sum().backward()
         return model
 
     @cached_property
@@ -129,7 +132,7 @@ def stage_train(run: Run) -> None:
     """Train the backbone (or load the given checkpoint, or a pretrained model) and record its factual accuracy."""
     torch.manual_seed(run.seed)
     options = run.spec["backbone"]
-    with run.runtime.stage("shared", "train_backbone"):
+    with run.runtime.stage(methods_mod.SHARED, "train_backbone"):
         if options.get("checkpoint") or options.get("kind") == "pretrained":
             model = (run.task.load_backbone(options["checkpoint"]) if options.get("checkpoint")
                      else run.task.build_backbone(options, run.seed).eval().requires_grad_(False))
@@ -144,7 +147,7 @@ def stage_train(run: Run) -> None:
 
 
 def stage_banks(run: Run) -> None:
-    with run.runtime.stage("shared", "banks"):
+    with run.runtime.stage(methods_mod.SHARED, "banks"):
         for split in banks_mod.SPLITS:
             bank = banks_mod.make_bank(run.task, run.spec["banks"], run.seed, split)
             write_parquet(bank, run.paths.bank(split))
@@ -152,7 +155,9 @@ def stage_banks(run: Run) -> None:
 
 
 def stage_cache(run: Run, split: str) -> None:
-    with run.runtime.stage("shared", f"cache_{split}"):
+    """Cache one bank's activations; the fit and DAS training banks' caches are charged to the family
+    that needs them, the calibration and test caches are shared (METHOD.md 8)."""
+    with run.runtime.stage(methods_mod.CACHE_CHARGED_TO.get(split, methods_mod.SHARED), f"cache_{split}"):
         bank = pd.read_parquet(run.paths.bank(split))
         build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))
     run.write_runtime(f"cache_{split}")
@@ -174,11 +179,11 @@ def _grid_sites(run: Run, grid: str) -> tuple[dict[str, list[Site]], dict[str, t
     bases = {}
     if grid == "pca":
         fit = run.bank("fit")
-        for layer in sorted(set(located.values())):
-            bases[layer] = pca_basis(torch.cat([fit.acts("base", layer), fit.acts("source", layer)]))
+        for location in sorted(set(located.values())):
+            bases[location] = pca_basis(torch.cat([fit.acts("base", location), fit.acts("source", location)]))
     sites = {}
-    for variable, layer in located.items():
-        loc, width = Location.parse(layer), run.widths[layer]
+    for variable, location in located.items():
+        loc, width = Location.parse(location), run.widths[location]
         sites[variable] = (native_group_sites(loc, width, cfg["native_groups"]) if grid == "native"
                            else pca_span_sites(loc, width, cfg["pca_prefixes"], cfg["pca_bands"]))
     return sites, bases
@@ -190,8 +195,8 @@ def stage_signatures(run: Run, grid: str = "coarse") -> None:
     from plotlib.signatures import abstract_effects, active_rows, cost_matrix, neural_effects, signature  # POT: outside the timer
 
     cfg = run.spec["signatures"]
-    charged = "signatures" if grid == "coarse" else REFINE_GRIDS[grid]
-    with run.runtime.stage(charged, "signatures"):
+    charged = methods_mod.SIGNATURES if grid == "coarse" else REFINE_GRIDS[grid]
+    with run.runtime.stage(charged, "signatures"):  # Stage B: the PCA fit too, charged to PLOT-PCA
         per_variable, bases = _grid_sites(run, grid)
         sites = list(dict.fromkeys(s for v in run.task.targets for s in per_variable[v]))
         fit = run.bank("fit")
@@ -335,25 +340,30 @@ def _coupling_rows(run: Run, method: str, variable: str):
 
 # --- DAS: one implementation for Full DAS and every guided variant -------------------------------
 
-def _das_grid(run: Run, method: str, layer: str, variables: Iterable[str], within: torch.Tensor | None = None,
-              dims: Iterable[int] | None = None) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Train DAS at ``layer`` (inside ``within`` if given) for every (variable, k, lr) of the grid;
-    score each on calibration. ``dims`` defaults to the spec's grid, capped at the room available."""
+def _das_cells(run: Run, location: str, variable: str, within: torch.Tensor | None = None,
+               dims: Iterable[int] | None = None) -> list[Cell]:
+    """The (k, lr) grid of one variable at ``location`` (inside ``within`` if given). ``dims`` defaults to
+    the spec's grid, capped at the room available. Seeds depend on the cell, never on the method."""
     cfg = run.spec["das"]
+    room = run.widths[location] if within is None else within.shape[1]
+    return [Cell(variable, k, lr, derived_seed(run.seed, variable, location, k, lr), within)
+            for k in sorted({min(k, room) for k in (dims or cfg["dims"])}) for lr in cfg["lrs"]]
+
+
+def _das_grid(run: Run, method: str, location: str, cells: list[Cell]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Train every cell at ``location`` together, then score each on calibration."""
+    cfg = run.spec["das"]
+    width = run.widths[location]
+    subspaces = train_rotations(run.backbone, run.bank("das_train"), location, cells, cfg["epochs"], cfg["batch_size"])
+    scores = evaluate_rotations(run.backbone, run.bank("calibration"), location, [c.variable for c in cells], subspaces)
     rows, bases = [], {}
-    train, cal = run.bank("das_train"), run.bank("calibration")
-    room = run.widths[layer] if within is None else within.shape[1]
-    for variable in variables:
-        for k in sorted({min(k, room) for k in (dims or cfg["dims"])}):
-            for lr in cfg["lrs"]:
-                seed = derived_seed(run.seed, method, layer, variable, k, lr)
-                q = train_rotation(run.backbone, train, layer, variable, k, lr, cfg["epochs"], cfg["batch_size"], seed, within)
-                scores = evaluate_rotation(run.backbone, cal, layer, variable, q)
-                key = f"{layer}/{variable}/k{k}/lr{lr}"
-                bases[key] = q.contiguous()
-                rows.append({"layer": layer, "variable": variable, "k": k, "lr": lr, "key": key, "room": room,
-                             **{m: scores[m] for m in ("sensitive", "invariant", "combined")}})
-                log.info("%s %s %s k=%d/%d lr=%g calibration combined IIA %.4f", method, layer, variable, k, room, lr, scores["combined"])
+    for cell, q, score in zip(cells, subspaces, scores):
+        key = f"{location}/{cell.variable}/k{cell.k}/lr{cell.lr}"
+        bases[key] = q
+        rows.append({"location": location, "variable": cell.variable, "k": cell.k, "lr": cell.lr, "key": key,
+                     "room": cell.room(width), **{m: score[m] for m in ("sensitive", "invariant", "combined")}})
+        log.info("%s %s %s k=%d/%d lr=%g calibration combined IIA %.4f", method, location, cell.variable, cell.k,
+                 cell.room(width), cell.lr, score["combined"])
     return rows, bases
 
 
@@ -363,41 +373,62 @@ def _write_das(run: Run, method: str, tag: str, rows: list[dict], bases: dict[st
     write_parquet(pd.DataFrame(rows), run.paths.das_scores(method, tag))
 
 
-def stage_das_layer(run: Run, method: str, layer: str) -> None:
-    """One Full DAS job: the whole (variable, k, lr) grid at one coarse location."""
-    with run.runtime.stage(method, f"das_{layer}"):
-        rows, bases = _das_grid(run, method, layer, run.task.targets)
-    _write_das(run, method, layer, rows, bases)
-    run.write_runtime(f"das_{method}", layer)
+def stage_das_location(run: Run, method: str, location: str) -> None:
+    """One Full DAS job: the whole (variable, k, lr) grid at one coarse location, trained together."""
+    with run.runtime.stage(method, f"das_{location}"):
+        cells = [c for v in run.task.targets for c in _das_cells(run, location, v)]
+        rows, bases = _das_grid(run, method, location, cells)
+    _write_das(run, method, location, rows, bases)
+    run.write_runtime(f"das_{method}", location)
 
 
 def guided_location(run: Run, handle: Handle) -> str:
     """The location (id) holding most of a handle's mass (ties: network order)."""
     mass = handle.mass_by_location()
     order = [loc.id for loc in run.locations]
-    return max(order, key=lambda layer: (mass.get(layer, 0.0), -order.index(layer)))
+    return max(order, key=lambda location: (mass.get(location, 0.0), -order.index(location)))
+
+
+def random_location(run: Run, variable: str) -> str:
+    """A coarse location drawn uniformly for ``variable`` from the run's seed (the random-DAS control)."""
+    order = [loc.id for loc in run.locations]
+    return order[np.random.default_rng(derived_seed(run.seed, "random location", variable)).integers(len(order))]
+
+
+def _guided_cells(run: Run, method: str) -> dict[str, list[Cell]]:
+    """Each variable's DAS cells where the method looks, by location: where its guide's handle points
+    (the Stage A location, or inside the Stage B support there, with the dimension hint as the k grid
+    when ``das.dimension_hint`` is set), or at a random coarse location."""
+    spec = methods_mod.get(method)
+    cells: dict[str, list[Cell]] = {}
+    if spec.where == "random":
+        for variable in run.task.targets:
+            location = random_location(run, variable)
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable))
+        return cells
+    grid = methods_mod.get(spec.parent).grid
+    handles = read_json(run.paths.handles(spec.parent))
+    guide_bases = load_bases(run.paths.bases(grid)) if grid in REFINE_GRIDS else {}
+    for variable in run.task.targets:
+        handle = Handle.from_json(handles[variable]["handle"])
+        location = guided_location(run, handle)
+        within, dims = None, None
+        if grid in REFINE_GRIDS:
+            there = [s for s in handle.sites if s.location.id == location]
+            within = support_basis(there, run.widths[location], guide_bases.get(location))
+            if run.spec["das"]["dimension_hint"]:
+                dims = dimension_hint(within.shape[1], run.spec["das"]["hint_factors"])
+        cells.setdefault(location, []).extend(_das_cells(run, location, variable, within, dims))
+    return cells
 
 
 def stage_guided_das(run: Run, method: str) -> None:
-    """Guided DAS: for each variable, the DAS grid only where its guide's handle points: the Stage A
-    location (PLOT-DAS), or inside the Stage B support there (PLOT-native-DAS, PLOT-PCA-DAS), with the
-    dimension hint as the k grid when ``das.dimension_hint`` is set."""
-    guide = methods_mod.get(method).parent
-    grid = methods_mod.get(guide).grid
-    handles = read_json(run.paths.handles(guide))
-    guide_bases = load_bases(run.paths.bases(grid)) if grid in REFINE_GRIDS else {}
+    """DAS only where the method looks (PLOT-DAS, PLOT-native-DAS, PLOT-PCA-DAS, and the controls
+    brute-force-DAS and random-DAS), every variable's cells at one location trained together."""
     rows, bases = [], {}
     with run.runtime.stage(method, "das"):
-        for variable in run.task.targets:
-            handle = Handle.from_json(handles[variable]["handle"])
-            layer = guided_location(run, handle)
-            within, dims = None, None
-            if grid in REFINE_GRIDS:
-                there = [s for s in handle.sites if s.location.id == layer]
-                within = support_basis(there, run.widths[layer], guide_bases.get(layer))
-                if run.spec["das"]["dimension_hint"]:
-                    dims = dimension_hint(within.shape[1], run.spec["das"]["hint_factors"])
-            r, b = _das_grid(run, method, layer, [variable], within, dims)
+        for location, cells in _guided_cells(run, method).items():
+            r, b = _das_grid(run, method, location, cells)
             rows += r
             bases.update(b)
     _write_das(run, method, "guided", rows, bases)
@@ -406,7 +437,7 @@ def stage_guided_das(run: Run, method: str) -> None:
 
 
 def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
-    """Pick each variable's best (layer, k, lr) by calibration score, then evaluate it once on test."""
+    """Pick each variable's best (location, k, lr) by calibration score, then evaluate it once on test."""
     acc_rows = []
     with run.runtime.stage(method, "select_test"):
         scores = pd.concat([pd.read_parquet(run.paths.das_scores(method, t)).assign(tag=t) for t in tags], ignore_index=True)
@@ -415,8 +446,8 @@ def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
             cand = scores[scores.variable == variable].reset_index(drop=True)
             best = cand.iloc[int(np.argmax(cand["combined"].to_numpy()))]  # first maximum: grid order breaks ties
             q = load_file(run.paths.das_bases(method, best.tag))[best.key]
-            result = evaluate_rotation(run.backbone, test, best.layer, variable, q)
-            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.layer}/das[k={best.k}/{best.room}]",
-                                          {"layer": best.layer, "k": int(best.k), "lr": float(best.lr), "room": int(best.room)})
+            result = evaluate_rotation(run.backbone, test, best.location, variable, q)
+            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.location}/das[k={best.k}/{best.room}]",
+                                          {"location": best.location, "k": int(best.k), "lr": float(best.lr), "room": int(best.room)})
     write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
     run.write_runtime(f"select_{method}")

@@ -1,8 +1,10 @@
 """Summary tables, runtime-versus-accuracy figures and coupling heatmaps from the runs' rows.
 
-Runtime accounting (METHOD.md 8): a method's counted time is the sum of the runtime rows of every
-piece of work it needs (:func:`plotlib.methods.charges`); backbone training, banks and the activation cache are the
-``shared`` rows, reported on their own and charged to no method.
+Runtime accounting (METHOD.md 8): a method's counted time is the sum of the CPU seconds of the runtime
+rows of every piece of work it needs (:func:`plotlib.methods.charges`), so it does not depend on what
+ran beside it; wall seconds are kept beside. Backbone training, banks and the calibration and test
+caches are the ``shared`` rows, reported on their own and charged to no method; the fit bank's cache
+goes to the methods that build signatures, the DAS training bank's cache to the DAS methods.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pandas as pd  # noqa: E402
 
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
-from plotlib.methods import BASELINE, GRIDS, METHODS, charges, coupling_methods  # noqa: E402
+from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
 
 
@@ -31,24 +33,50 @@ def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.D
             part = group[group.method.isin(charges(method))]
             rows.append({"benchmark": bench, "seed": seed, "method": method,
                          "seconds_wall": part.seconds_wall.sum(), "seconds_cpu": part.seconds_cpu.sum()})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["benchmark", "seed", "method", "seconds_wall", "seconds_cpu"])
+
+
+SUMMARY_COLUMNS = ["benchmark", "method", "n_seeds", "iia", "iia_std", "seconds", "seconds_std", "seconds_wall",
+                   "speedup_vs_full_das", "delta_iia_vs_full_das"]
 
 
 def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
-    """One row per (benchmark, method): test combined IIA (mean over variables, then seeds), counted
-    seconds (mean over seeds), speedup and IIA difference against Full DAS."""
+    """One row per (benchmark, method) over its seeds: test combined IIA (per seed the mean over
+    variables; then mean and standard deviation over seeds), counted CPU seconds (``seconds``, mean and
+    standard deviation over seeds) with wall seconds beside, and the speedup and IIA difference against
+    Full DAS (from the means). A standard deviation needs two seeds (NaN with one)."""
     test = accuracy[(accuracy.split == "test") & (accuracy.metric == "combined")]
-    per_seed = test.groupby(["benchmark", "method", "seed"], as_index=False)["value"].mean()
-    iia = per_seed.groupby(["benchmark", "method"], as_index=False)["value"].mean().rename(columns={"value": "iia"})
-    secs = seconds.groupby(["benchmark", "method"], as_index=False)[["seconds_wall", "seconds_cpu"]].mean()
-    out = iia.merge(secs, on=["benchmark", "method"], how="outer").rename(columns={"seconds_wall": "seconds"})
-    n_seeds = per_seed.groupby(["benchmark", "method"], as_index=False)["seed"].nunique().rename(columns={"seed": "n_seeds"})
-    out = out.merge(n_seeds, on=["benchmark", "method"], how="left")
+    per_seed = test.groupby(["benchmark", "method", "seed"], as_index=False)["value"].mean().rename(columns={"value": "iia"})
+    per_seed = per_seed.merge(seconds, on=["benchmark", "method", "seed"], how="outer")
+    out = per_seed.groupby(["benchmark", "method"], as_index=False).agg(
+        n_seeds=("iia", "count"), iia=("iia", "mean"), iia_std=("iia", "std"), seconds=("seconds_cpu", "mean"),
+        seconds_std=("seconds_cpu", "std"), seconds_wall=("seconds_wall", "mean"))
     base = out[out.method == BASELINE].set_index("benchmark")
-    out["speedup_vs_full_das"] = out.apply(lambda r: base.seconds.get(r.benchmark, np.nan) / r.seconds, axis=1)
-    out["delta_iia_vs_full_das"] = out.apply(lambda r: r.iia - base.iia.get(r.benchmark, np.nan), axis=1)
+    out["speedup_vs_full_das"] = out.benchmark.map(base.seconds) / out.seconds
+    out["delta_iia_vs_full_das"] = out.iia - out.benchmark.map(base.iia)
     order = {m: i for i, m in enumerate(METHODS)}
-    return out.sort_values(["benchmark", "method"], key=lambda c: c.map(order) if c.name == "method" else c).reset_index(drop=True)
+    out = out.sort_values(["benchmark", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
+    return out[SUMMARY_COLUMNS].reset_index(drop=True)
+
+
+#: The guided DAS whose claim the controls test, and the controls (METHOD.md 7).
+GUIDED, CONTROLS = "PLOT-DAS", ("brute-force-DAS", "random-DAS")
+
+
+def control_lines(summary: pd.DataFrame, benchmark: str) -> list[str]:
+    """Whether PLOT-DAS beats each control on IIA at equal or lower counted time, in plain words."""
+    part = summary[summary.benchmark == benchmark].set_index("method")
+    if GUIDED not in part.index:
+        return []
+    guided, lines = part.loc[GUIDED], []
+    for control in (c for c in CONTROLS if c in part.index):
+        other = part.loc[control]
+        higher, cheaper = guided.iia > other.iia, guided.seconds <= other.seconds
+        verdict = "beats it" if higher and cheaper else "does not beat it"
+        lines.append(f"- {GUIDED} versus {control}: IIA {guided.iia:.3f} vs {other.iia:.3f} ({guided.iia - other.iia:+.3f}), "
+                     f"counted {guided.seconds:.2f} s vs {other.seconds:.2f} s CPU ({other.seconds / guided.seconds:.2f}x): "
+                     f"{GUIDED} {verdict} (higher IIA: {'yes' if higher else 'no'}; equal or lower time: {'yes' if cheaper else 'no'})")
+    return ["Controls (METHOD.md 7): does PLOT-DAS beat a cheap guess?", "", *lines, ""] if lines else []
 
 
 def _savefig(fig, path: str | os.PathLike) -> None:
@@ -58,15 +86,18 @@ def _savefig(fig, path: str | os.PathLike) -> None:
 
 
 def runtime_vs_iia_figure(summary: pd.DataFrame, benchmark: str, path: str | os.PathLike) -> None:
+    """Counted CPU time against test IIA per method, with error bars of one standard deviation over seeds."""
     part = summary[summary.benchmark == benchmark]
     fig, ax = plt.subplots(figsize=(6, 4))
     for _, row in part.iterrows():
-        ax.scatter(row.seconds, row.iia, s=60)
+        ax.errorbar(row.seconds, row.iia, xerr=np.nan_to_num(row.seconds_std), yerr=np.nan_to_num(row.iia_std),
+                    fmt="o", ms=6, capsize=3)
         ax.annotate(row.method, (row.seconds, row.iia), textcoords="offset points", xytext=(5, 4), fontsize=9)
     ax.set_xscale("log")
-    ax.set_xlabel("counted time per seed (s, log scale; all sweeps included)")
+    ax.set_xlabel("counted CPU time per seed (s, log scale; all sweeps included)")
     ax.set_ylabel("test IIA (combined, mean over variables)")
-    ax.set_title(f"{benchmark}: runtime versus IIA")
+    n = int(part.n_seeds.max()) if len(part) else 0
+    ax.set_title(f"{benchmark}: runtime versus IIA (mean +- std over {n} seeds)")
     ax.grid(alpha=0.3)
     _savefig(fig, path)
 
@@ -106,7 +137,7 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
     fig, axes = plt.subplots(len(variables), 2, figsize=(1.1 * len(layers) * 2 + 3, (0.5 * len(positions) + 1.2) * len(variables)),
                              squeeze=False, layout="constrained")
     for i, var in enumerate(variables):
-        best = das[das.variable == var].groupby("layer").combined.max()
+        best = das[das.variable == var].groupby("location").combined.max()
         hp = handles[var]["hyperparameters"]
         params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain", "rank")}, sort_keys=True)
         mass = plans[(plans.method == "PLOT") & (plans.variable == var) & (plans.params == params)]
@@ -183,6 +214,11 @@ def figure_paths(benchmark: str, first_seed: int, methods: list[str], positioned
     return paths
 
 
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    """``mean +- std`` (just the mean where one seed gives no spread)."""
+    return f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -223,23 +259,40 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
 
-    lines = ["# plotlib report", "", "Counted time follows METHOD.md section 8: every sweep a method needs is included;",
-             "backbone training, banks and the activation cache are shared rows charged to no method.", ""]
+    seeds = sorted({seed for _, seed in runs})
+    lines = ["# plotlib report", "",
+             f"Seeds: {', '.join(map(str, seeds))}. Every figure is a mean over seeds, with its standard deviation (std) beside it.",
+             "Counted time (METHOD.md 8) is the CPU seconds of the timed sections of everything a method needs, every",
+             "sweep included: torch runs each job's timed sections on the config's `threads` (1 by default), so",
+             "the count does not depend on which jobs ran beside it; wall seconds are kept beside it. Backbone training,",
+             "banks and the calibration and test caches are shared rows charged to no method; the fit bank's cache is",
+             "charged with the signatures to every method that couples on them, the DAS training bank's cache to every DAS method.", ""]
     for bench in sorted(summary.benchmark.unique()):
         methods = bench_methods[bench]
         lines += [f"## {bench}", ""]
         tr = pd.DataFrame([t for t in train if t["benchmark"] == bench])
-        lines += [f"Backbone factual accuracy per seed: {', '.join(f'{a:.4f}' for a in tr.factual_accuracy)}", ""]
-        test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
-        table = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
-        table = table.merge(summary[summary.benchmark == bench][["method", "seconds", "speedup_vs_full_das", "delta_iia_vs_full_das"]], on="method")
-        table["method"] = pd.Categorical(table.method, [m for m in METHODS if m in methods])
-        table = table.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "seconds",
-                                                           "speedup_vs_full_das", "delta_iia_vs_full_das"]]
-        lines += ["Test IIA per variable (mean over seeds), counted seconds per seed, speedup and IIA difference versus Full DAS:", "",
+        lines += ["Backbone factual accuracy per seed: " + ", ".join(f"{a:.4f} (seed {s})" for a, s in zip(tr.factual_accuracy, tr.seed)), ""]
+        part = summary[summary.benchmark == bench]
+        table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
+                              "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
+                              "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
+                              "wall s": part.seconds_wall.round(2), "speedup vs Full DAS": part.speedup_vs_full_das.round(1),
+                              "IIA minus Full DAS": part.delta_iia_vs_full_das.round(3)})
+        lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
                   _markdown(table), ""]
-        shared = runtime[(runtime.benchmark == bench) & (runtime.method == "shared")].groupby("stage")[["seconds_wall", "seconds_cpu"]].mean()
-        lines += ["Shared stages (mean seconds per seed, charged to no method):", "", _markdown(shared.reset_index()), ""]
+        lines += control_lines(summary, bench)
+        test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
+        per_variable = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
+        spread = test[test.metric == "combined"].groupby(["method", "variable"]).value.std().rename("combined std").reset_index()
+        per_variable = per_variable.merge(spread, on=["method", "variable"])
+        per_variable["method"] = pd.Categorical(per_variable.method, [m for m in METHODS if m in methods])
+        per_variable = per_variable.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "combined std"]]
+        lines += ["Per variable: test IIA (mean over seeds):", "", _markdown(per_variable), ""]
+        prep = runtime[(runtime.benchmark == bench) & runtime.method.isin([SHARED, *CACHE_CHARGED_TO.values()])]
+        prep = prep.groupby(["method", "stage"], as_index=False)[["seconds_cpu", "seconds_wall"]].mean().rename(columns={"method": "charged to"})
+        lines += ["Preparation (mean seconds per seed): `shared` rows are charged to no method; `signatures` (the fit bank's cache) "
+                  "to the methods that couple on Stage A signatures, `das-training` (the DAS training bank's cache) to every DAS method:",
+                  "", _markdown(prep), ""]
         lines += stage_a_lines(out, runs, bench)
         first_seed, locations = first_seeds[bench], locations_of[bench]
         figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))

@@ -9,7 +9,7 @@ import torch
 
 from plotlib.banks import make_bank
 from plotlib.cache import CachedBank, build_cache, capture
-from plotlib.das import Rotation, dimension_hint
+from plotlib.das import dimension_hint, random_subspace
 from plotlib.patching import Edit, Subspace, run_with_edits, site_subspace
 from plotlib.refine import native_group_sites, pca_basis, pca_span_sites, support_basis
 from plotlib.sites import Location, Site
@@ -138,11 +138,11 @@ def test_pca_interchange_over_all_components_equals_the_native_full_interchange(
 def test_support_restricted_rotation_stays_inside_its_support():
     coords = support_basis([Site.parse("h0/coords[2:6]"), Site.parse("h0/coords[4:8]")], 16)
     assert coords.shape == (16, 6) and torch.equal(coords.sum(1).nonzero().flatten(), torch.arange(2, 8))
-    q = Rotation(16, 3, within=coords).basis()
+    q = random_subspace(16, 3, seed=0, within=coords)
     assert torch.allclose(q.T @ q, torch.eye(3), atol=1e-5)
     assert torch.allclose(q[:2], torch.zeros(2, 3)) and torch.allclose(q[8:], torch.zeros(8, 3))
     with pytest.raises(ValueError, match="1..6"):
-        Rotation(16, 7, within=coords)
+        random_subspace(16, 7, seed=0, within=coords)
 
 
 def test_dimension_hint_scales_the_support_size():

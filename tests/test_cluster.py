@@ -46,7 +46,7 @@ def test_tiny_run_through_slurm_profile_matches_local_run(slurm, tiny_results, t
         assert re.search(rf"_job_complete: JobId={job_id} done", controller), f"SLURM has no completion of job {job_id}"
         assert list((tmp_path / ".snakemake" / "slurm_logs").rglob(f"{job_id}.log")), f"no SLURM log for job {job_id}"
     # the small rules went as groups, the Full DAS layers as jobs of their own
-    assert "group_prepare" in output and "rule_full_das_layer" in output
+    assert "group_prepare" in output and "rule_full_das_location" in output
 
     local = pd.read_parquet(tiny_results / "accuracy.parquet").sort_values(KEYS).reset_index(drop=True)
     cluster = pd.read_parquet(tmp_path / "results" / "accuracy.parquet").sort_values(KEYS).reset_index(drop=True)

@@ -101,7 +101,7 @@ def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
     pipeline.stage_calibrate(run, "PLOT")
     locations = [loc.id for loc in run.locations]
     for location in locations:
-        pipeline.stage_das_layer(run, "Full DAS", location)
+        pipeline.stage_das_location(run, "Full DAS", location)
     pipeline.stage_das_select(run, "Full DAS", locations)
     pipeline.stage_guided_das(run, "PLOT-DAS")
     for grid, method in (("pca", "PLOT-PCA"), ("native", "PLOT-native")):

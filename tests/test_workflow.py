@@ -10,9 +10,11 @@ from plotlib.config import ConfigError, load_yaml, resolve_benchmark
 from workflow_runs import ROOT, snakemake, tiny_run
 
 # each benchmark's methods, target variables and test pairs in the tiny config
+CONTROLS = ["brute-force-DAS", "random-DAS"]
 METHODS = {
-    "hierarchical_equality": ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS"],
-    "binary_addition": ["PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS", "PLOT-native-DAS", "PLOT-PCA-DAS"],
+    "hierarchical_equality": ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS", *CONTROLS],
+    "binary_addition": ["PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS", "PLOT-native-DAS",
+                        "PLOT-PCA-DAS", *CONTROLS],
 }
 VARIABLES = {"hierarchical_equality": ["WX", "YZ"], "binary_addition": ["C1", "C2", "C3"]}
 TEST_PAIRS = {"hierarchical_equality": 120, "binary_addition": 16 * 17}  # 16 test bases x 17 sources
@@ -21,8 +23,10 @@ TIMESTEPS = {"hierarchical_equality": ["h1", "h2", "h3"], "binary_addition": ["h
 
 def test_summary_has_every_method_and_column(tiny_results):
     summary = pd.read_csv(tiny_results / "summary.csv")
-    for col in ("benchmark", "method", "iia", "seconds", "speedup_vs_full_das", "delta_iia_vs_full_das"):
+    for col in ("benchmark", "method", "n_seeds", "iia", "iia_std", "seconds", "seconds_std", "seconds_wall",
+                "speedup_vs_full_das", "delta_iia_vs_full_das"):
         assert col in summary.columns
+    assert (summary.n_seeds == 1).all() and summary.iia_std.isna().all()  # one seed: no spread to show
     for bench, methods in METHODS.items():
         part = summary[summary.benchmark == bench].set_index("method")
         assert sorted(part.index) == sorted(methods)
@@ -46,7 +50,10 @@ def test_long_tables_have_their_schemas(tiny_results):
         assert set(test.metric) == {"sensitive", "invariant", "combined"}
         assert (test[test.metric == "combined"].n == TEST_PAIRS[bench]).all()
         rt = runtime[runtime.benchmark == bench]
-        assert {"shared", "signatures", "PLOT", "Full DAS", "PLOT-DAS"} <= set(rt.method)
+        assert {"shared", "signatures", "das-training", "PLOT", "Full DAS", "PLOT-DAS", *CONTROLS} <= set(rt.method)
+        # the fit bank's cache goes to the signature methods, the DAS training bank's to the DAS methods
+        assert set(rt[rt.stage.str.startswith("cache_")].set_index("stage").method.items()) == {
+            ("cache_fit", "signatures"), ("cache_das_train", "das-training"), ("cache_calibration", "shared"), ("cache_test", "shared")}
         assert set(rt[rt.method == "Full DAS"].stage) >= {f"das_{t}" for t in TIMESTEPS[bench]} | {"select_test"}
     # each timed piece of work is one row: nothing is charged twice
     assert not runtime.duplicated(["benchmark", "seed", "method", "stage"]).any()
@@ -68,6 +75,8 @@ def test_figures_and_report(tiny_results):
     for method in set(METHODS["hierarchical_equality"]) | set(METHODS["binary_addition"]):
         assert f"| {method} |" in report
     assert "- seed 0: C1 -> h" in report  # where Stage A put each carry, said plainly
+    for control in CONTROLS:  # and whether PLOT-DAS beats each control
+        assert f"- PLOT-DAS versus {control}: IIA" in report
     # every heavy rule left a Snakemake benchmark record beside the in-job runtime rows
     assert (tiny_results / "hierarchical_equality/seed0/benchmarks/full_das_h1.tsv").exists()
     for t in TIMESTEPS["binary_addition"]:  # Full DAS fans out one job per timestep
@@ -89,7 +98,7 @@ def test_stage_b_reads_stage_a_and_guided_das_stays_inside_it(tiny_results):
         stage_b = json.loads((run / f"handles/{support}.json").read_text())
         for _, row in scores.iterrows():
             assert row.k <= row.room <= 16
-            assert row.layer == stage_b[row.variable]["handle"]["sites"][0].split("/")[0]
+            assert row.location == stage_b[row.variable]["handle"]["sites"][0].split("/")[0]
 
 
 def test_same_config_gives_same_tables(tiny_results, tmp_path):

@@ -37,22 +37,22 @@ wildcard_constraints:
     benchmark="[A-Za-z0-9_-]+",
     seed=r"\d+",
     split="fit|calibration|test|das_train",
-    layer="[A-Za-z0-9_.@-]+",
+    location="[A-Za-z0-9_.@-]+",
     grid="|".join(GRIDS),
 
 
-_LAYERS = {}
+_LOCATIONS = {}
 
 
 def location_ids(benchmark, seed):
     """Coarse location ids of a benchmark's backbone, known from its spec before training (computed once)."""
     key = (benchmark, int(seed))
-    if key not in _LAYERS:
-        _LAYERS[key] = coarse_location_ids(RUN.benchmarks[benchmark], key[1])
-    return _LAYERS[key]
+    if key not in _LOCATIONS:
+        _LOCATIONS[key] = coarse_location_ids(RUN.benchmarks[benchmark], key[1])
+    return _LOCATIONS[key]
 
 
-def layers_of(wildcards):
+def locations_of(wildcards):
     return location_ids(wildcards.benchmark, wildcards.seed)
 
 

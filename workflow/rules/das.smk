@@ -1,41 +1,41 @@
-# DAS: Full DAS fans out one job per coarse layer (a cluster runs them in parallel), then selects on
-# calibration and tests once; guided DAS (PLOT-DAS, PLOT-native-DAS, PLOT-PCA-DAS) trains only where
-# its guide's handle points.
+# DAS: Full DAS fans out one job per coarse location (a cluster runs them in parallel), then selects on
+# calibration and tests once; guided DAS (PLOT-DAS, PLOT-native-DAS, PLOT-PCA-DAS, brute-force-DAS) trains
+# only where its guide's handle points, random-DAS at a random coarse location per variable.
 
 DAS_BANKS = {f"{kind}_{s}": getattr(P, kind)(s) for kind in ("bank", "cache") for s in ("das_train", "calibration", "test")}
 
 
-rule full_das_layer:
+rule full_das_location:
     input:
         spec=SPEC,
         model=P.model,
         **DAS_BANKS,
     output:
-        scores=P.das_scores("Full DAS", "{layer}"),
-        bases=P.das_bases("Full DAS", "{layer}"),
-        runtime=P.runtime("das_Full DAS", "{layer}"),
+        scores=P.das_scores("Full DAS", "{location}"),
+        bases=P.das_bases("Full DAS", "{location}"),
+        runtime=P.runtime("das_Full DAS", "{location}"),
     log:
-        P.log("full_das_{layer}"),
+        P.log("full_das_{location}"),
     benchmark:
-        P.benchmark("full_das_{layer}")
+        P.benchmark("full_das_{location}")
     threads: THREADS
     resources:
-        **sized("full_das_layer"),
+        **sized("full_das_location"),
     shell:
-        f"{PLOTLIB} das-layer {RUN_ARGS} --method 'Full DAS' --layer {{wildcards.layer}} 2> {{log}}"
+        f"{PLOTLIB} das-location {RUN_ARGS} --method 'Full DAS' --location {{wildcards.location}} 2> {{log}}"
 
 
 rule full_das_select:
     input:
         spec=SPEC,
         model=P.model,
-        scores=lambda wc: [P.das_scores("Full DAS", layer).format(**wc) for layer in layers_of(wc)],
+        scores=lambda wc: [P.das_scores("Full DAS", location).format(**wc) for location in locations_of(wc)],
         **DAS_BANKS,
     output:
         accuracy=P.accuracy("Full DAS"),
         runtime=P.runtime("select_Full DAS"),
     params:
-        layers=lambda wc: " ".join(layers_of(wc)),
+        locations=lambda wc: " ".join(locations_of(wc)),
     log:
         P.log("full_das_select"),
     benchmark:
@@ -46,14 +46,16 @@ rule full_das_select:
     group:
         "select"
     shell:
-        f"{PLOTLIB} das-select {RUN_ARGS} --method 'Full DAS' --layers {{params.layers}} 2> {{log}}"
+        f"{PLOTLIB} das-select {RUN_ARGS} --method 'Full DAS' --locations {{params.locations}} 2> {{log}}"
 
 
 def guided_inputs(wildcards):
-    guide = METHOD_TABLE[METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]].parent]
-    needs = {"spec": SPEC, "model": P.model, "handles": P.handles(guide.name), **DAS_BANKS}
-    if guide.grid != "coarse":
-        needs["bases"] = P.bases(guide.grid)
+    parent = METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]].parent
+    needs = {"spec": SPEC, "model": P.model, **DAS_BANKS}
+    if parent:  # random-DAS has no guide
+        needs["handles"] = P.handles(parent)
+        if METHOD_TABLE[parent].grid != "coarse":
+            needs["bases"] = P.bases(METHOD_TABLE[parent].grid)
     return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
@@ -67,7 +69,7 @@ rule guided_das:
         runtime=P.runtime("das_{method}"),
         select_runtime=P.runtime("select_{method}"),
     wildcard_constraints:
-        method="|".join(slug(m) for m, spec in METHOD_TABLE.items() if spec.kind == "das" and spec.parent),
+        method="|".join(slug(m) for m, spec in METHOD_TABLE.items() if spec.kind == "das" and spec.where != "every"),
     params:
         method=lambda wc: METHOD_BY_SLUG[wc.method],
     log:
