@@ -46,16 +46,19 @@ def prepare(out: Path, benchmarks: list[str], seeds: list[int]) -> None:
         "--cores", "2", "--config", *config, "--", *targets])
 
 
+# each checkout runs from its own directory: ``python -m`` puts the working directory first on sys.path
+
+
 def das_jobs(src: Path, run_dir: Path, spec: Path, seed: int, location: str, old: bool) -> None:
     stage, flag = ("das-layer", "--layer") if old else ("das-location", "--location")
     sh([sys.executable, "-m", "plotlib", "--threads", "1", stage, "--spec", str(spec), "--seed", str(seed),
-        "--run-dir", str(run_dir), "--method", "Full DAS", flag, location], env={"PYTHONPATH": str(src)})
+        "--run-dir", str(run_dir), "--method", "Full DAS", flag, location], cwd=src, env={"PYTHONPATH": str(src)})
 
 
 def select(src: Path, run_dir: Path, spec: Path, seed: int, locations: list[str], old: bool) -> None:
     flag = "--layers" if old else "--locations"
     sh([sys.executable, "-m", "plotlib", "--threads", "1", "das-select", "--spec", str(spec), "--seed", str(seed),
-        "--run-dir", str(run_dir), "--method", "Full DAS", flag, *locations], env={"PYTHONPATH": str(src)})
+        "--run-dir", str(run_dir), "--method", "Full DAS", flag, *locations], cwd=src, env={"PYTHONPATH": str(src)})
 
 
 def main() -> None:
@@ -105,8 +108,8 @@ def main() -> None:
     pd.set_option("display.width", 200)
     print(table.round(4).to_string(index=False))
     wide = table.pivot_table(index=["benchmark", "seed"], columns="code", values=["cpu_per_cell", "test_iia"])
-    wide["speedup_per_cell"] = wide["cpu_per_cell", "old"] / wide["cpu_per_cell", "new"]
-    wide["iia_change"] = wide["test_iia", "new"] - wide["test_iia", "old"]
+    wide["speedup_per_cell", ""] = wide["cpu_per_cell", "old"] / wide["cpu_per_cell", "new"]
+    wide["iia_change", ""] = wide["test_iia", "new"] - wide["test_iia", "old"]
     print()
     print(wide.round(4).to_string())
     table.to_csv(out / "das_batching.csv", index=False)

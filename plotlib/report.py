@@ -276,8 +276,9 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
                               "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
                               "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
-                              "wall s": part.seconds_wall.round(2), "speedup vs Full DAS": part.speedup_vs_full_das.round(1),
-                              "IIA minus Full DAS": part.delta_iia_vs_full_das.round(3)})
+                              "wall s": [f"{w:.2f}" for w in part.seconds_wall],
+                              "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
+                              "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
         lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
                   _markdown(table), ""]
         lines += control_lines(summary, bench)
