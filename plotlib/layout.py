@@ -54,11 +54,12 @@ class RunPaths:
     def accuracy(self, method: str) -> str:
         return self._p(f"accuracy/{slug(method)}.parquet")
 
-    def das_scores(self, method: str, layer: str) -> str:
-        return self._p(f"das/{slug(method)}/{layer}.parquet")
+    def das_scores(self, method: str, tag: str) -> str:
+        """A DAS job's calibration scores: ``tag`` is a Full DAS job's location id, or ``guided``."""
+        return self._p(f"das/{slug(method)}/{tag}.parquet")
 
-    def das_bases(self, method: str, layer: str) -> str:
-        return self._p(f"das/{slug(method)}/{layer}.safetensors")
+    def das_bases(self, method: str, tag: str) -> str:
+        return self._p(f"das/{slug(method)}/{tag}.safetensors")
 
     def runtime(self, job: str, location: str | None = None) -> str:
         """A job's runtime rows; ``location`` (a location id such as ``L2@last``) is appended verbatim."""

@@ -150,7 +150,7 @@ def repeat_rows(x, k: int):
 
 def sweep_single_sites(
     backbone: nn.Module,
-    layer: str,
+    location: str,
     base_h: torch.Tensor,
     source_h: torch.Tensor,
     subspaces: Sequence[Subspace | Operator],
@@ -158,7 +158,7 @@ def sweep_single_sites(
     coeff: float = 1.0,
     max_rows: int | None = None,
 ) -> torch.Tensor:
-    """Logits (n_sites, B, out) for one interchange per subspace (or operator) at location ``layer``, many
+    """Logits (n_sites, B, out) for one interchange per subspace (or operator) at ``location``, many
     per forward: the patched activations are stacked in the batch dimension and only the later layers
     run. At most ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``)."""
     n, batch = len(subspaces), base_h.shape[0]
@@ -169,5 +169,5 @@ def sweep_single_sites(
         patched = torch.stack([interchange(base_h, source_h, s.project, coeff) for s in chunk])
         flat = patched.reshape(len(chunk) * batch, *base_h.shape[1:])
         x_rep = None if x is None else repeat_rows(x, len(chunk))
-        outs.append(backbone.resume(layer, flat, x_rep).reshape(len(chunk), batch, -1))
+        outs.append(backbone.resume(location, flat, x_rep).reshape(len(chunk), batch, -1))
     return torch.cat(outs)

@@ -206,7 +206,7 @@ def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
         assert (out / f"mcqa/seed0/runtime/das_full_das_{site}.parquet").exists()
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary.method) == {"PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS",
-                                   "PLOT-native-DAS", "PLOT-PCA-DAS"}
+                                   "PLOT-native-DAS", "PLOT-PCA-DAS", "brute-force-DAS", "random-DAS"}
     assert (out / "figures/mcqa_layer_token_seed0.png").stat().st_size > 5000
     assert "mcqa_layer_token_seed0.png" in (out / "report.md").read_text()
     stage_a = json.loads((out / "mcqa/seed0/handles/plot.json").read_text())
