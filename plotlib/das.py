@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import logging
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
@@ -25,19 +27,23 @@ from plotlib.cache import CachedBank
 from plotlib.metrics import iia
 from plotlib.patching import Subspace, interchange, sweep_single_sites
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Cell:
     """One DAS training at a location: ``variable``, dimension ``k``, learning rate ``lr``, optionally
-    inside a support ``within`` (d x r). ``seed`` fixes its initial rotation and batch order; callers
-    derive it from (run seed, variable, location, k, lr), never from the method, so two methods that
-    train the same cell get the same subspace (common random numbers)."""
+    inside a support ``within`` (d x r) named ``support`` (``location``: no restriction). ``seed`` fixes
+    its initial rotation and batch order; callers derive it from (run seed, variable, location, k, lr),
+    never from the method, so two methods that train the same cell get the same subspace (common random
+    numbers)."""
 
     variable: str
     k: int
     lr: float
     seed: int
     within: torch.Tensor | None = field(default=None, compare=False)
+    support: str = "location"
 
     def room(self, width: int) -> int:
         return width if self.within is None else self.within.shape[1]
@@ -146,7 +152,7 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
     labels = torch.stack([bank.labels(cells[i].variable) for i in order])
     generators = [torch.Generator().manual_seed(cells[i].seed) for i in order]
     loss_fn = bank.task.readout.loss
-    for _ in range(epochs):
+    for epoch in range(epochs):
         batches = zip(*(torch.randperm(n, generator=g).split(batch_size) for g in generators))
         for rows in batches:
             idx = torch.stack(rows)  # (cells, batch): each cell's own minibatch
@@ -166,6 +172,7 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        log.info("DAS at %s: epoch %d/%d done for %d cells (summed loss %.4f)", location, epoch + 1, epochs, len(order), loss.item())
     _collect(groups, trained)
     return trained  # type: ignore[return-value]
 

@@ -101,6 +101,15 @@ def evaluate_handles(backbone: nn.Module, bank: CachedBank, handles: Sequence[Ha
     return results  # type: ignore[return-value]
 
 
+#: The calibration grid's own keys in a handle's hyperparameters; the rest are its solver's settings.
+HANDLE_KEYS = ("k", "gain", "rank")
+
+
+def solver_params(hyperparameters: dict) -> dict:
+    """The solver settings (eps, beta, ...) among a calibrated handle's hyperparameters."""
+    return {k: v for k, v in hyperparameters.items() if k not in HANDLE_KEYS}
+
+
 def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float],
                       alternatives: int = 1) -> list[tuple[dict, Handle]]:
     """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order. With

@@ -24,17 +24,17 @@ from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
 from plotlib.cache import CachedBank, build_cache, capture_locations
 from plotlib.das import Cell, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
-from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles
+from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles, solver_params
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
 from plotlib.metrics import selection_score
 from plotlib.patching import Subspace, interchange, site_subspace
 from plotlib.methods import REFINE_GRIDS
-from plotlib.refine import native_group_sites, pca_basis, pca_span_sites, support_basis
+from plotlib.refine import mass_support, native_group_sites, pca_basis, pca_span_sites, support_basis
 from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
 from plotlib.timing import RuntimeLog
-from plotlib.training import factual_accuracy, train_backbone
+from plotlib.training import accuracy_floor_failure, factual_accuracy, train_backbone
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,12 @@ def stage_train(run: Run) -> None:
                     "checkpoint": options.get("checkpoint") or options.get("pretrained")}
         else:
             model, info = train_backbone(run.task, run.spec, run.seed)
+    # a backbone below the floor is kept and reported, never dropped silently: the later stages still run
+    # (so a run of several seeds completes), and the report leaves the seed out of its tables, saying why
+    failure = accuracy_floor_failure(info, run.spec["training"]["min_accuracy"])
+    if failure:
+        info["excluded"] = failure
+        log.warning("%s seed %d: %s", run.benchmark, run.seed, failure)
     run.task.save_backbone(model, run.paths.model)
     write_json(info, run.paths.train_metrics)
     run.write_runtime("train")
@@ -341,12 +347,13 @@ def _coupling_rows(run: Run, method: str, variable: str):
 # --- DAS: one implementation for Full DAS and every guided variant -------------------------------
 
 def _das_cells(run: Run, location: str, variable: str, within: torch.Tensor | None = None,
-               dims: Iterable[int] | None = None) -> list[Cell]:
-    """The (k, lr) grid of one variable at ``location`` (inside ``within`` if given). ``dims`` defaults to
-    the spec's grid, capped at the room available. Seeds depend on the cell, never on the method."""
+               dims: Iterable[int] | None = None, support: str = "location") -> list[Cell]:
+    """The (k, lr) grid of one variable at ``location`` (inside ``within``, named ``support``, if given).
+    ``dims`` defaults to the spec's grid, capped at the room available. Seeds depend on the cell, never
+    on the method."""
     cfg = run.spec["das"]
     room = run.widths[location] if within is None else within.shape[1]
-    return [Cell(variable, k, lr, derived_seed(run.seed, variable, location, k, lr), within)
+    return [Cell(variable, k, lr, derived_seed(run.seed, variable, location, k, lr), within, support)
             for k in sorted({min(k, room) for k in (dims or cfg["dims"])}) for lr in cfg["lrs"]]
 
 
@@ -358,12 +365,12 @@ def _das_grid(run: Run, method: str, location: str, cells: list[Cell]) -> tuple[
     scores = evaluate_rotations(run.backbone, run.bank("calibration"), location, [c.variable for c in cells], subspaces)
     rows, bases = [], {}
     for cell, q, score in zip(cells, subspaces, scores):
-        key = f"{location}/{cell.variable}/k{cell.k}/lr{cell.lr}"
+        key = f"{location}/{cell.variable}/{cell.support}/k{cell.k}/lr{cell.lr}"
         bases[key] = q
-        rows.append({"location": location, "variable": cell.variable, "k": cell.k, "lr": cell.lr, "key": key,
-                     "room": cell.room(width), **{m: score[m] for m in ("sensitive", "invariant", "combined")}})
-        log.info("%s %s %s k=%d/%d lr=%g calibration combined IIA %.4f", method, location, cell.variable, cell.k,
-                 cell.room(width), cell.lr, score["combined"])
+        rows.append({"location": location, "variable": cell.variable, "support": cell.support, "k": cell.k, "lr": cell.lr,
+                     "key": key, "room": cell.room(width), **{m: score[m] for m in ("sensitive", "invariant", "combined")}})
+        log.info("%s %s %s (%s) k=%d/%d lr=%g calibration combined IIA %.4f", method, location, cell.variable, cell.support,
+                 cell.k, cell.room(width), cell.lr, score["combined"])
     return rows, bases
 
 
@@ -397,8 +404,8 @@ def random_location(run: Run, variable: str) -> str:
 
 def _guided_cells(run: Run, method: str) -> dict[str, list[Cell]]:
     """Each variable's DAS cells where the method looks, by location: where its guide's handle points
-    (the Stage A location, or inside the Stage B support there, with the dimension hint as the k grid
-    when ``das.dimension_hint`` is set), or at a random coarse location."""
+    (the Stage A location; or, for a Stage B guide, inside each support of ``das.supports`` there, with
+    the dimension hint as the k grid when ``das.dimension_hint`` is set), or at a random coarse location."""
     spec = methods_mod.get(method)
     cells: dict[str, list[Cell]] = {}
     if spec.where == "random":
@@ -412,14 +419,42 @@ def _guided_cells(run: Run, method: str) -> dict[str, list[Cell]]:
     for variable in run.task.targets:
         handle = Handle.from_json(handles[variable]["handle"])
         location = guided_location(run, handle)
-        within, dims = None, None
-        if grid in REFINE_GRIDS:
-            there = [s for s in handle.sites if s.location.id == location]
-            within = support_basis(there, run.widths[location], guide_bases.get(location))
+        if grid not in REFINE_GRIDS:
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable))
+            continue
+        for label, there in _das_supports(run, spec.parent, variable, handles[variable], location):
+            within = None if there is None else support_basis(there, run.widths[location], guide_bases.get(location))
+            dims = None
             if run.spec["das"]["dimension_hint"]:
-                dims = dimension_hint(within.shape[1], run.spec["das"]["hint_factors"])
-        cells.setdefault(location, []).extend(_das_cells(run, location, variable, within, dims))
+                dims = dimension_hint(run.widths[location] if within is None else within.shape[1], run.spec["das"]["hint_factors"])
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable, within, dims, label))
     return cells
+
+
+def _das_supports(run: Run, guide: str, variable: str, chosen: dict, location: str) -> list[tuple[str, list[Site] | None]]:
+    """The supports a Stage-B-guided DAS trains in (``das.supports``), chosen among on DAS's own
+    calibration: ``handle`` (the calibrated handle's sites), a fraction f (the fewest dimensions holding
+    f of the coupling row's mass at the calibrated solver setting), ``location`` (the whole location,
+    None). A support equal to an earlier one is dropped."""
+    handle = Handle.from_json(chosen["handle"])
+    width = run.widths[location]
+    out, seen = [], set()
+    for option in run.spec["das"]["supports"]:
+        if option == "handle":
+            label, there = "handle", [s for s in handle.sites if s.location.id == location]
+        elif option == "location":
+            label, there = "location", None
+        else:
+            params = solver_params(chosen["hyperparameters"])
+            pi_row, sites = next((pi, sites) for p, pi, sites in _coupling_rows(run, guide, variable) if p == params)
+            label, there = f"mass{option:g}", [mass_support(pi_row, sites, option, width)]
+        dims = frozenset(range(width)) if there is None else frozenset(
+            i for s in there for i in (range(width) if s.support.kind == "all" else s.support.indices))
+        key = None if len(dims) == width else dims  # every full span is the whole space (a PCA basis is complete)
+        if key not in seen:
+            seen.add(key)
+            out.append((label, there))
+    return out
 
 
 def stage_guided_das(run: Run, method: str) -> None:
@@ -448,6 +483,7 @@ def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
             q = load_file(run.paths.das_bases(method, best.tag))[best.key]
             result = evaluate_rotation(run.backbone, test, best.location, variable, q)
             acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.location}/das[k={best.k}/{best.room}]",
-                                          {"location": best.location, "k": int(best.k), "lr": float(best.lr), "room": int(best.room)})
+                                          {"location": best.location, "support": best.support, "k": int(best.k),
+                                           "lr": float(best.lr), "room": int(best.room)})
     write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
     run.write_runtime(f"select_{method}")

@@ -2,8 +2,9 @@
 resolutions and spans of a PCA basis fitted on that location's activations."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from plotlib.sites import Location, Site, Support, coordinate_groups
@@ -64,3 +65,22 @@ def support_basis(sites: Iterable[Site], width: int, basis: torch.Tensor | None 
     if basis is None:
         raise ValueError(f"basis sites {[s.id for s in sites]} need their basis")
     return basis[:, indices].contiguous()
+
+
+def mass_support(pi_row: np.ndarray, sites: Sequence[Site], fraction: float, width: int) -> Site:
+    """The fewest dimensions (native coordinates, or basis components) of one location that hold
+    ``fraction`` of a coupling row's mass, each site's mass spread evenly over its dimensions: a DAS
+    support sized by the coupling rather than by a handle calibrated with a gain (ties: lower index)."""
+    locations, kinds = {s.location for s in sites}, {s.support.kind for s in sites} - {"all"}
+    if len(locations) != 1 or len(kinds) > 1:
+        raise ValueError(f"a mass support needs sites of one location and one support kind, got {[s.id for s in sites]}")
+    evidence = np.zeros(width)
+    for site, mass in zip(sites, pi_row):
+        dims = list(range(width)) if site.support.kind == "all" else list(site.support.indices)
+        evidence[dims] += mass / len(dims)
+    if evidence.sum() <= 0:
+        raise ValueError(f"no coupling mass at {next(iter(locations)).id}")
+    order = np.argsort(-evidence, kind="stable")
+    held = np.cumsum(evidence[order]) / evidence.sum()
+    n = int(np.searchsorted(held, fraction - 1e-9)) + 1
+    return Site(locations.pop(), Support(kinds.pop() if kinds else "coords", tuple(int(i) for i in order[:n])))

@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from plotlib.handles import solver_params  # noqa: E402
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
@@ -110,7 +111,7 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
     matrix = np.zeros((len(variables), len(sites)))
     for i, var in enumerate(variables):
         hp = handles[var]["hyperparameters"]
-        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain", "rank")}, sort_keys=True)
+        params = json.dumps(solver_params(hp), sort_keys=True)
         row = part[(part.params == params) & (part.variable == var)].set_index("site").mass.reindex(sites).to_numpy()
         matrix[i] = row / np.nansum(row)  # NaN: a Stage B site outside this variable's location
     fig, ax = plt.subplots(figsize=(max(6, len(sites) * 0.18), 1.2 + 0.5 * len(variables)))
@@ -139,7 +140,7 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
     for i, var in enumerate(variables):
         best = das[das.variable == var].groupby("location").combined.max()
         hp = handles[var]["hyperparameters"]
-        params = json.dumps({k: v for k, v in hp.items() if k not in ("k", "gain", "rank")}, sort_keys=True)
+        params = json.dumps(solver_params(hp), sort_keys=True)
         mass = plans[(plans.method == "PLOT") & (plans.variable == var) & (plans.params == params)]
         mass = mass.assign(location=mass.site.str.split("/").str[0]).groupby("location").mass.sum()
         marks = {"PLOT": {s.split("/")[0] for s in handles[var]["handle"]["sites"]}}
@@ -253,8 +254,12 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         rt += [pd.read_parquet(p) for p in sorted(Path(paths.root, "runtime").glob("*.parquet"))]
         train.append({"benchmark": bench, "seed": seed, **read_json(paths.train_metrics)})
     accuracy, runtime = pd.concat(acc, ignore_index=True), pd.concat(rt, ignore_index=True)
-    write_parquet(accuracy, out / "accuracy.parquet")
+    write_parquet(accuracy, out / "accuracy.parquet")  # every run's rows, excluded seeds too
     write_parquet(runtime, out / "runtime.parquet")
+    # a seed whose backbone is below the accuracy floor is left out of every table and named with its reason
+    excluded = {(t["benchmark"], t["seed"]): t["excluded"] for t in train if t.get("excluded")}
+    kept = lambda frame: frame[[(b, s) not in excluded for b, s in zip(frame.benchmark, frame.seed)]]  # noqa: E731
+    accuracy, runtime = kept(accuracy), kept(runtime)
     summary = summarize(accuracy, method_seconds(runtime, bench_methods))
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
@@ -267,11 +272,13 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
              "the count does not depend on which jobs ran beside it; wall seconds are kept beside it. Backbone training,",
              "banks and the calibration and test caches are shared rows charged to no method; the fit bank's cache is",
              "charged with the signatures to every method that couples on them, the DAS training bank's cache to every DAS method.", ""]
-    for bench in sorted(summary.benchmark.unique()):
+    for bench in sorted(specs):
         methods = bench_methods[bench]
         lines += [f"## {bench}", ""]
         tr = pd.DataFrame([t for t in train if t["benchmark"] == bench])
         lines += ["Backbone factual accuracy per seed: " + ", ".join(f"{a:.4f} (seed {s})" for a, s in zip(tr.factual_accuracy, tr.seed)), ""]
+        lines += [f"**Seed {s} is excluded**: {reason}." for (b, s), reason in sorted(excluded.items()) if b == bench]
+        lines += [""] if any(b == bench for b, _ in excluded) else []
         part = summary[summary.benchmark == bench]
         table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
                               "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],

@@ -34,7 +34,8 @@ def learning_rate_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup_
 def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dict]:
     """Train a fresh backbone with AdamW and a cosine learning-rate schedule (optionally after a linear
     warmup) for a fixed number of steps on newly sampled inputs. The whole schedule runs (weight decay
-    needs it to prune the connections a modular solution does not use); fails loudly below ``min_accuracy``."""
+    needs it to prune the connections a modular solution does not use). The caller judges the returned
+    factual accuracy against ``training.min_accuracy`` (:func:`accuracy_floor_failure`)."""
     backbone = task.build_backbone(options["backbone"], seed)
     cfg = options["training"]
     rng = np.random.default_rng([seed, 31337])
@@ -55,8 +56,13 @@ def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dic
             log.info("train step %d/%d loss %.4f held-out accuracy %.4f", step, cfg["steps"], loss.item(),
                      factual_accuracy(task, backbone, held_out))
     backbone.eval().requires_grad_(False)
-    accuracy = factual_accuracy(task, backbone, held_out)
-    if accuracy < cfg["min_accuracy"]:
-        raise RuntimeError(f"backbone reached factual accuracy {accuracy:.4f} < training.min_accuracy "
-                           f"{cfg['min_accuracy']} after {cfg['steps']} steps; raise training.steps or lr")
-    return backbone, {"factual_accuracy": accuracy, "steps": cfg["steps"]}
+    return backbone, {"factual_accuracy": factual_accuracy(task, backbone, held_out), "steps": cfg["steps"]}
+
+
+def accuracy_floor_failure(info: dict, min_accuracy: float) -> str | None:
+    """Why a backbone is below the accuracy floor (``training.min_accuracy``), or None when it is not."""
+    if info["factual_accuracy"] >= min_accuracy:
+        return None
+    how = f"after {info['steps']} training steps" if info.get("steps") else f"as loaded ({info.get('checkpoint')})"
+    return (f"backbone factual accuracy {info['factual_accuracy']:.4f} is below training.min_accuracy {min_accuracy} "
+            f"{how}; its seed is excluded from every table")

@@ -54,8 +54,9 @@ def guided_inputs(wildcards):
     needs = {"spec": SPEC, "model": P.model, **DAS_BANKS}
     if parent:  # random-DAS has no guide
         needs["handles"] = P.handles(parent)
-        if METHOD_TABLE[parent].grid != "coarse":
+        if METHOD_TABLE[parent].grid != "coarse":  # a Stage B guide: its basis, and its coupling for mass supports
             needs["bases"] = P.bases(METHOD_TABLE[parent].grid)
+            needs["couplings"] = P.couplings(METHOD_TABLE[parent].grid)
     return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
