@@ -239,6 +239,37 @@ def stage_a_lines(out: Path, runs: list[tuple[str, int]], bench: str) -> list[st
     return ["PLOT handle sites per variable (Stage A where the benchmark has stages):", "", *lines, ""] if lines else []
 
 
+def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accuracy: pd.DataFrame, runtime: pd.DataFrame) -> list[str]:
+    """The report's tables for one benchmark (from its kept seeds): methods with mean +- std, the control
+    verdicts, variables, and the preparation rows."""
+    part = summary[summary.benchmark == bench]
+    if part.empty:
+        return ["No seed of this benchmark is kept (every backbone is below the accuracy floor): no tables.", ""]
+    lines: list[str] = []
+    table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
+                          "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
+                          "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
+                          "wall s": [f"{w:.2f}" for w in part.seconds_wall],
+                          "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
+                          "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
+    lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
+              _markdown(table), ""]
+    lines += control_lines(summary, bench)
+    test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
+    per_variable = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
+    spread = test[test.metric == "combined"].groupby(["method", "variable"]).value.std().rename("combined std").reset_index()
+    per_variable = per_variable.merge(spread, on=["method", "variable"])
+    per_variable["method"] = pd.Categorical(per_variable.method, [m for m in METHODS if m in methods])
+    per_variable = per_variable.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "combined std"]]
+    lines += ["Per variable: test IIA (mean over seeds):", "", _markdown(per_variable), ""]
+    prep = runtime[(runtime.benchmark == bench) & runtime.method.isin([SHARED, *CACHE_CHARGED_TO.values()])]
+    prep = prep.groupby(["method", "stage"], as_index=False)[["seconds_cpu", "seconds_wall"]].mean().rename(columns={"method": "charged to"})
+    lines += ["Preparation (mean seconds per seed): `shared` rows are charged to no method; `signatures` (the fit bank's cache) "
+              "to the methods that couple on Stage A signatures, `das-training` (the DAS training bank's cache) to every DAS method:",
+              "", _markdown(prep), ""]
+    return lines
+
+
 def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     """Gather every run's rows into the top-level tables, figures and ``report.md``; each benchmark's
     methods come from its resolved spec."""
@@ -279,28 +310,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         lines += ["Backbone factual accuracy per seed: " + ", ".join(f"{a:.4f} (seed {s})" for a, s in zip(tr.factual_accuracy, tr.seed)), ""]
         lines += [f"**Seed {s} is excluded**: {reason}." for (b, s), reason in sorted(excluded.items()) if b == bench]
         lines += [""] if any(b == bench for b, _ in excluded) else []
-        part = summary[summary.benchmark == bench]
-        table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
-                              "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
-                              "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
-                              "wall s": [f"{w:.2f}" for w in part.seconds_wall],
-                              "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
-                              "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
-        lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
-                  _markdown(table), ""]
-        lines += control_lines(summary, bench)
-        test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
-        per_variable = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
-        spread = test[test.metric == "combined"].groupby(["method", "variable"]).value.std().rename("combined std").reset_index()
-        per_variable = per_variable.merge(spread, on=["method", "variable"])
-        per_variable["method"] = pd.Categorical(per_variable.method, [m for m in METHODS if m in methods])
-        per_variable = per_variable.sort_values(["method", "variable"])[["method", "variable", "sensitive", "invariant", "combined", "combined std"]]
-        lines += ["Per variable: test IIA (mean over seeds):", "", _markdown(per_variable), ""]
-        prep = runtime[(runtime.benchmark == bench) & runtime.method.isin([SHARED, *CACHE_CHARGED_TO.values()])]
-        prep = prep.groupby(["method", "stage"], as_index=False)[["seconds_cpu", "seconds_wall"]].mean().rename(columns={"method": "charged to"})
-        lines += ["Preparation (mean seconds per seed): `shared` rows are charged to no method; `signatures` (the fit bank's cache) "
-                  "to the methods that couple on Stage A signatures, `das-training` (the DAS training bank's cache) to every DAS method:",
-                  "", _markdown(prep), ""]
+        lines += benchmark_tables(bench, methods, summary, accuracy, runtime)
         lines += stage_a_lines(out, runs, bench)
         first_seed, locations = first_seeds[bench], locations_of[bench]
         figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))

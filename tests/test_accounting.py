@@ -83,7 +83,7 @@ def test_das_methods_train_the_same_cell_alike(tiny_results):
         full_bases = {k: v for p in (run / "full_das").glob("*.safetensors") for k, v in load_file(p).items()}
         for method in ("plot_das", "brute_force_das", "random_das"):
             guided = pd.read_parquet(run / method / "guided.parquet")
-            both = guided.merge(full, on=["location", "variable", "k", "lr"], suffixes=("", "_full"))
+            both = guided.merge(full, on=["location", "variable", "support", "k", "lr"], suffixes=("", "_full"))
             assert len(both) == len(guided) > 0
             for metric in ("sensitive", "invariant", "combined"):
                 assert (both[metric] == both[f"{metric}_full"]).all(), (bench, method, metric)
@@ -128,3 +128,33 @@ def test_the_test_bank_influences_no_choice(tiny_results, tmp_path):
     new_test = pd.read_parquet(paths.accuracy("PLOT"))
     assert not np.allclose(new_test.value, old_test.value)  # the swap was real: the test scores moved
     assert json.loads((root / "handles" / f"{slug('PLOT')}.json").read_text()).keys() == {"WX", "YZ"}
+
+
+def test_a_backbone_below_the_floor_is_named_and_left_out_of_the_tables(tiny_results, tmp_path):
+    """Training below training.min_accuracy does not stop the run: the seed's metrics say why, and the
+    report names the seed and leaves it out of every table."""
+    from plotlib import pipeline
+    from plotlib.io import read_json, write_json
+    from plotlib.report import build_report
+
+    bench = "hierarchical_equality"
+    shutil.copytree(tiny_results, tmp_path / "results")
+    out = tmp_path / "results"
+    blob = read_json(out / bench / "spec.json")
+    blob["spec"]["training"].update(min_accuracy=1.0, steps=50)  # 50 steps cannot reach it
+    write_json(blob, tmp_path / "strict.json")
+    run = pipeline.Run(str(tmp_path / "strict.json"), 0, str(tmp_path / "strict_run"))
+    pipeline.stage_train(run)
+    metrics = read_json(run.paths.train_metrics)
+    assert metrics["factual_accuracy"] < 1.0
+    assert "below training.min_accuracy 1.0 after 50 training steps" in metrics["excluded"]
+
+    # the same verdict on the tiny run's own seed: the report names it and its tables leave it out
+    tiny_metrics = out / bench / "seed0/backbone/metrics.json"
+    write_json({**read_json(tiny_metrics), "excluded": metrics["excluded"]}, tiny_metrics)
+    build_report(str(out), [(bench, 0), ("binary_addition", 0)])
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary.benchmark) == {"binary_addition"}
+    report = (out / "report.md").read_text()
+    assert f"**Seed 0 is excluded**: {metrics['excluded']}" in report
+    assert len(pd.read_parquet(out / "accuracy.parquet").query("benchmark == @bench")) > 0  # the raw rows stay

@@ -145,6 +145,22 @@ def test_support_restricted_rotation_stays_inside_its_support():
         random_subspace(16, 7, seed=0, within=coords)
 
 
+def test_mass_support_keeps_the_fewest_dimensions_holding_the_mass():
+    from plotlib.refine import mass_support
+
+    sites = [Site.parse(s) for s in ("h0/coords[0:16]", "h0/coords[0:8]", "h0/coords[8:16]", "h0/coords[3]", "h0/coords[9]")]
+    pi = np.array([0.1, 0.1, 0.1, 0.5, 0.2])
+    # per coordinate: 3 holds 0.5 + 0.1/8 + 0.1/16, 9 holds 0.2 + 0.1/8 + 0.1/16, the others 0.1/8 + 0.1/16 or 0.1/16
+    assert mass_support(pi, sites, 0.5, 16).id == "h0/coords[3]"
+    assert mass_support(pi, sites, 0.7, 16).id == "h0/coords[3,9]"
+    assert mass_support(pi, sites, 0.8, 16).id == "h0/coords[0,1,2,3,4,9]"  # then the rest, lowest index first
+    assert mass_support(pi, sites, 1.0, 16).id == "h0/coords[0:16]"
+    pca = [Site.parse("h0/basis[0:4]"), Site.parse("h0/basis[2]")]
+    assert mass_support(np.array([0.4, 0.6]), pca, 0.7, 16).id == "h0/basis[2]"  # basis components stay components
+    with pytest.raises(ValueError, match="one location"):
+        mass_support(np.array([0.5, 0.5]), [Site.parse("h0/coords[1]"), Site.parse("h1/coords[1]")], 0.5, 16)
+
+
 def test_dimension_hint_scales_the_support_size():
     assert dimension_hint(4, [0.5, 1, 1.5]) == [2, 4]  # 6 is capped at the support's 4
     assert dimension_hint(1, [0.5, 1, 1.5]) == [1]
