@@ -89,11 +89,13 @@ def _savefig(fig, path: str | os.PathLike) -> None:
 def runtime_vs_iia_figure(summary: pd.DataFrame, benchmark: str, path: str | os.PathLike) -> None:
     """Counted CPU time against test IIA per method, with error bars of one standard deviation over seeds."""
     part = summary[summary.benchmark == benchmark]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for _, row in part.iterrows():
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    markers = "osD^vP*Xhp<>"
+    for i, (_, row) in enumerate(part.iterrows()):  # a legend, not annotations: methods often share a point
         ax.errorbar(row.seconds, row.iia, xerr=np.nan_to_num(row.seconds_std), yerr=np.nan_to_num(row.iia_std),
-                    fmt="o", ms=6, capsize=3)
-        ax.annotate(row.method, (row.seconds, row.iia), textcoords="offset points", xytext=(5, 4), fontsize=9)
+                    fmt=markers[i % len(markers)], ms=6, capsize=3, label=row.method, alpha=0.85)
+    if len(part):
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xscale("log")
     ax.set_xlabel("counted CPU time per seed (s, log scale; all sweeps included)")
     ax.set_ylabel("test IIA (combined, mean over variables)")
