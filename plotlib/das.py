@@ -14,10 +14,9 @@ cell alone or beside others gives the same subspace (to float tolerance).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Sequence
-
-import logging
 
 import torch
 from torch import nn
@@ -161,7 +160,7 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
                 part = idx[at:at + len(g.members)]
                 patched.append(interchange(h_base[part], h_source[part], Subspace(basis=g.subspaces()).project))
                 at += len(g.members)
-            flat = torch.cat(patched).reshape(-1, h_base.shape[-1])
+            flat = torch.cat(patched).reshape(-1, width)
             logits = backbone.resume(location, flat, x[idx.reshape(-1)])
             # the mean over all stacked rows times the number of cells is the sum of each cell's own mean
             # loss, so each cell's parameters get exactly its own gradient

@@ -291,8 +291,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     write_parquet(runtime, out / "runtime.parquet")
     # a seed whose backbone is below the accuracy floor is left out of every table and named with its reason
     excluded = {(t["benchmark"], t["seed"]): t["excluded"] for t in train if t.get("excluded")}
-    kept = lambda frame: frame[[(b, s) not in excluded for b, s in zip(frame.benchmark, frame.seed)]]  # noqa: E731
-    accuracy, runtime = kept(accuracy), kept(runtime)
+    accuracy, runtime = (frame[[(b, s) not in excluded for b, s in zip(frame.benchmark, frame.seed)]] for frame in (accuracy, runtime))
     summary = summarize(accuracy, method_seconds(runtime, bench_methods))
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
