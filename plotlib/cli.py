@@ -14,7 +14,7 @@ from plotlib.methods import GRIDS
 
 
 def _resolve(args: argparse.Namespace) -> None:
-    spec = resolve_benchmark(args.benchmark_file, args.scale, load_yaml(args.schema), args.methods)
+    spec = resolve_benchmark(args.benchmark_file, args.scale, load_yaml(args.schema), args.methods, args.imports)
     write_json({"name": args.name, "scale": args.scale, "spec": spec}, args.out)
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--methods", nargs="+", default=None, help="narrow the spec's methods to these")
+    p.add_argument("--imports", nargs="*", default=[], help="modules to import first (the run config's imports, absolute paths)")
     p.set_defaults(func=_resolve)
 
     def stage(name: str, help: str, fn, uses_backbone: bool = True) -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ job runs: the Snakefile calls :func:`load_run` at parse time.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,10 @@ from jsonschema import Draft202012Validator, validators
 
 from plotlib.methods import METHODS, REFINE_GRIDS, missing_parents
 from plotlib.methods import get as get_method
+from plotlib.tasks import task_class
+
+#: Benchmark names (spec file names) are path parts and workflow wildcards.
+NAME_PATTERN = r"[A-Za-z0-9_-]+"
 
 
 class ConfigError(ValueError):
@@ -102,14 +107,26 @@ def select_methods(spec: dict, wanted: list[str] | None, name: str) -> dict:
         raise ConfigError(f"config key 'methods': none of {wanted} is a method of benchmark {name} ({spec['methods']})")
     for method, parent in missing_parents(methods):
         raise ConfigError(f"config key 'methods' (benchmark {name}): {method} needs {parent}, which is not selected")
-    if any(get_method(m).grid in REFINE_GRIDS for m in methods) and "refine" not in spec:
-        raise ConfigError(f"benchmark spec {name} key 'refine': required by the Stage B methods in {methods}")
+    needs = {"plot": [m for m in methods if get_method(m).kind == "handle" or get_method(m).where == "guide"],
+             "refine": [m for m in methods if get_method(m).grid in REFINE_GRIDS or get_method(m).parent in REFINE_GRIDS.values()],
+             "das": [m for m in methods if get_method(m).kind == "das"]}
+    for section, users in needs.items():
+        if users and section not in spec:
+            raise ConfigError(f"benchmark spec {name} key {section!r}: required by {', '.join(users)}")
     return {**spec, "methods": methods}
 
 
-def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: list[str] | None = None) -> dict:
+def _resolve_imports(entries: list[str], relative_to: Path) -> list[str]:
+    """``imports`` entries with ``.py`` paths made absolute (relative ones are read from ``relative_to``)."""
+    return [str((relative_to / Path(e).expanduser()).resolve()) if e.endswith(".py") else e for e in entries]
+
+
+def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: list[str] | None = None,
+                      imports: list[str] = ()) -> dict:
     """A benchmark spec with its ``scales[scale]`` overrides merged in, validated, defaults filled, and
-    its methods narrowed to ``methods`` (None keeps the spec's own list)."""
+    its methods narrowed to ``methods`` (None keeps the spec's own list). ``imports`` (the run config's,
+    already absolute) come before the spec's own; its task is looked up now, so a wrong ``task`` or
+    ``imports`` stops the run before any job."""
     raw = load_spec(spec_path)
     scales = raw.pop("scales", {}) or {}
     if scale != "default":
@@ -119,6 +136,13 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: 
     # the method names come from the method table, so a method is added in one place
     schema = {**schema, "$defs": {**schema["$defs"], "method": {"enum": list(METHODS)}}}
     spec = validate(raw, schema, f"benchmark spec {Path(spec_path).name}")
+    spec["imports"] = list(dict.fromkeys([*imports, *_resolve_imports(spec["imports"], Path(spec_path).parent)]))
+    try:
+        task_class(spec["task"], spec["imports"])
+    except ImportError as err:
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'imports': {err}") from err
+    except ValueError as err:
+        raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'task': {err}") from err
     training = spec["training"]
     if training["warmup_steps"] >= training["steps"]:
         raise ConfigError(f"benchmark spec {Path(spec_path).name} key 'training.warmup_steps': {training['warmup_steps']} "
@@ -136,10 +160,13 @@ def resolve_benchmark(spec_path: str | Path, scale: str, schema: dict, methods: 
 
 @dataclass(frozen=True)
 class Run:
-    """A validated run: the config with defaults, and each benchmark's resolved spec."""
+    """A validated run: the config with defaults, each benchmark's resolved spec, its spec file, and the
+    config's imports (absolute)."""
 
     config: dict
     benchmarks: dict[str, dict]
+    spec_files: dict[str, Path]
+    imports: list[str]
 
 
 def _typed_cli_lists(config: dict) -> dict:
@@ -151,16 +178,39 @@ def _typed_cli_lists(config: dict) -> dict:
     return {k: [scalar(i) for i in v] if isinstance(v, list) else v for k, v in config.items()}
 
 
+def spec_file(entry: str, index: int, benchmarks_dir: Path) -> Path:
+    """The spec file of a config ``benchmarks`` entry: a built-in name (``benchmarks/<name>.yaml``), or
+    the path of a spec file anywhere (``.yaml``/``.yml``, relative to the working directory)."""
+    if entry.endswith((".yaml", ".yml")) or "/" in entry:
+        path = Path(entry).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"config key 'benchmarks[{index}]': spec file not found: {path}")
+        if not re.fullmatch(NAME_PATTERN, path.stem):
+            raise ConfigError(f"config key 'benchmarks[{index}]': the spec's file name {path.stem!r} is the benchmark's "
+                              f"name and must match {NAME_PATTERN} (letters, digits, _ and -)")
+        return path
+    path = benchmarks_dir / f"{entry}.yaml"
+    if not re.fullmatch(NAME_PATTERN, entry) or not path.exists():
+        known = sorted(p.stem for p in benchmarks_dir.glob("*.yaml"))
+        raise ConfigError(f"config key 'benchmarks[{index}]': unknown benchmark {entry!r}; built in: {known}, "
+                          f"or give the path of a spec file")
+    return path
+
+
 def load_run(config: dict, schema_dir: str | Path, benchmarks_dir: str | Path) -> Run:
-    """Validate the run config and every benchmark spec it names."""
+    """Validate the run config and every benchmark spec it names; a benchmark is named by its spec's file name."""
     schema_dir, benchmarks_dir = Path(schema_dir), Path(benchmarks_dir)
-    config = validate(_typed_cli_lists(config), load_yaml(schema_dir / "config.schema.yaml"), "config")
+    config_schema = load_yaml(schema_dir / "config.schema.yaml")
+    methods_enum = {"type": ["array", "null"], "minItems": 1, "uniqueItems": True, "items": {"enum": list(METHODS)}}
+    config_schema["properties"]["methods"] = {**config_schema["properties"]["methods"], **methods_enum}
+    config = validate(_typed_cli_lists(config), config_schema, "config")
+    imports = _resolve_imports(config["imports"], Path.cwd())
     bench_schema = load_yaml(schema_dir / "benchmark.schema.yaml")
-    specs = {}
-    for i, name in enumerate(config["benchmarks"]):
-        path = benchmarks_dir / f"{name}.yaml"
-        if not path.exists():
-            known = sorted(p.stem for p in benchmarks_dir.glob("*.yaml"))
-            raise ConfigError(f"config key 'benchmarks[{i}]': unknown benchmark {name!r}; known: {known}")
-        specs[name] = resolve_benchmark(path, config["scale"], bench_schema, config["methods"])
-    return Run(config, specs)
+    specs, files = {}, {}
+    for i, entry in enumerate(config["benchmarks"]):
+        path = spec_file(entry, i, benchmarks_dir)
+        if path.stem in specs:
+            raise ConfigError(f"config key 'benchmarks[{i}]': a second benchmark named {path.stem!r} (names are spec file names)")
+        specs[path.stem] = resolve_benchmark(path, config["scale"], bench_schema, config["methods"], imports)
+        files[path.stem] = path
+    return Run(config, specs, files, imports)

@@ -48,9 +48,24 @@ class Handle:
         return mass
 
 
-def top_k_handle(pi_row: np.ndarray, sites: Sequence[Site], k: int, gain: float) -> Handle:
-    """The top-k sites of one row of pi(S | V), ties broken by site order, weights renormalized."""
-    order = np.argsort(-pi_row, kind="stable")[:k]
+#: Coupling masses within this share of a row's largest mass are a tie (Sinkhorn stops at 1e-9 marginal error).
+MASS_TIE_TOLERANCE = 1e-6
+
+
+def rank_sites(pi_row: np.ndarray, cost_row: np.ndarray | None = None) -> np.ndarray:
+    """Site indices by decreasing coupling mass pi(S | V). A balanced plan at small eps gives every site
+    it fills the same mass (its whole column, 1/n_sites), so masses that tie (to MASS_TIE_TOLERANCE) are
+    ranked by their transport cost, the evidence the plan was computed from; then by site order."""
+    pi_row = np.asarray(pi_row, dtype=np.float64)
+    scale = pi_row.max() if pi_row.size and pi_row.max() > 0 else 1.0
+    tied_mass = np.round(pi_row / scale / MASS_TIE_TOLERANCE)
+    cost = np.zeros_like(pi_row) if cost_row is None else np.asarray(cost_row, dtype=np.float64)
+    return np.lexsort((np.arange(len(pi_row)), cost, -tied_mass))
+
+
+def top_k_handle(pi_row: np.ndarray, sites: Sequence[Site], k: int, gain: float, cost_row: np.ndarray | None = None) -> Handle:
+    """The top-k sites of one row of pi(S | V) (ranked by :func:`rank_sites`), weights renormalized."""
+    order = rank_sites(pi_row, cost_row)[:k]
     weights = pi_row[order]
     total = weights.sum()
     weights = weights / total if total > 0 else np.full(len(order), 1.0 / len(order))
@@ -111,15 +126,15 @@ def solver_params(hyperparameters: dict) -> dict:
 
 
 def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable[int], gains: Iterable[float],
-                      alternatives: int = 1) -> list[tuple[dict, Handle]]:
+                      alternatives: int = 1, cost_row: np.ndarray | None = None) -> list[tuple[dict, Handle]]:
     """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order. With
     ``alternatives`` > 1, k = 1 also tries each of the next-ranked sites alone ("the best of its top
-    few by calibration", METHOD.md 5); ``rank`` 0 is the top site."""
+    few by calibration", METHOD.md 5); ``rank`` 0 is the top site. ``cost_row`` breaks ties in mass."""
     out = []
-    order = np.argsort(-pi_row, kind="stable")
+    order = rank_sites(pi_row, cost_row)
     for k in (k for k in top_k if k <= len(sites)):
         for g in gains:
-            out.append(({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g)))
+            out.append(({"k": k, "gain": g}, top_k_handle(pi_row, sites, k, g, cost_row)))
             if k == 1:
                 out += [({"k": 1, "rank": r, "gain": g}, Handle((sites[order[r]],), (1.0,), float(g)))
                         for r in range(1, min(alternatives, len(sites)))]

@@ -27,6 +27,8 @@ from plotlib.das import Cell, dimension_hint, evaluate_rotation, evaluate_rotati
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles, solver_params
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
+from plotlib.localization import METRICS as LOCALIZATION_METRICS
+from plotlib.localization import localization
 from plotlib.metrics import selection_score
 from plotlib.patching import Subspace, interchange, site_subspace
 from plotlib.methods import REFINE_GRIDS
@@ -34,7 +36,7 @@ from plotlib.refine import mass_support, native_group_sites, pca_basis, pca_span
 from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
 from plotlib.timing import RuntimeLog
-from plotlib.training import accuracy_floor_failure, factual_accuracy, train_backbone
+from plotlib.training import UNTRAINED_KINDS, accuracy_floor_failure, factual_accuracy, train_backbone
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class Run:
         self.spec, self.benchmark = resolved["spec"], resolved["name"]
         self.paths = RunPaths(self.root)
         self.runtime = RuntimeLog(self.benchmark, self.seed)
-        self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed, self.spec["backbone"])
+        self.task = make_task(self.spec["task"], self.spec["task_options"], self.seed, self.spec["backbone"], self.spec["imports"])
 
     @cached_property
     def backbone(self) -> torch.nn.Module:
@@ -115,9 +117,30 @@ class Run:
                  "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in ("sensitive", "invariant", "combined")]
 
 
+    def localization_rows(self, stage: str, method: str, variable: str, spans: dict[str, torch.Tensor], sites: str,
+                          hparams: dict) -> list[dict]:
+        """Rows of :mod:`plotlib.localization` metrics (split ``planted``) when the task knows where
+        ``variable`` was planted; none otherwise. ``n`` is the number of planted units."""
+        planted = self.task.planted().get(variable)
+        if planted is None:
+            return []
+        scores = localization(planted, spans)
+        return [{"benchmark": self.benchmark, "seed": self.seed, "stage": stage, "method": method, "variable": variable,
+                 "split": "planted", "metric": m, "value": scores[m], "n": planted.units.shape[1], "sites": sites,
+                 "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in LOCALIZATION_METRICS]
+
+
+def handle_spans(handle: Handle, widths: dict[str, int], bases: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Orthonormal columns spanning a handle's sites, per location."""
+    by_location: dict[str, list[Site]] = {}
+    for site in handle.sites:
+        by_location.setdefault(site.location.id, []).append(site)
+    return {loc: support_basis(sites, widths[loc], bases.get(loc)) for loc, sites in by_location.items()}
+
+
 def coarse_location_ids(spec: dict, seed: int) -> list[str]:
     """Coarse location ids of a benchmark, known before training (for the DAG's Full DAS fan-out)."""
-    task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"])
+    task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"], spec["imports"])
     return [loc.id for loc in task.planned_locations(spec["backbone"], seed)]
 
 
@@ -129,16 +152,17 @@ def derived_seed(*parts: object) -> int:
 # --- shared stages -------------------------------------------------------------------------------
 
 def stage_train(run: Run) -> None:
-    """Train the backbone (or load the given checkpoint, or a pretrained model) and record its factual accuracy."""
+    """Train the backbone (or load the given checkpoint, a pretrained model, or the task's constructed
+    one) and record its factual accuracy; below ``training.min_accuracy`` the seed is marked excluded."""
     torch.manual_seed(run.seed)
     options = run.spec["backbone"]
     with run.runtime.stage(methods_mod.SHARED, "train_backbone"):
-        if options.get("checkpoint") or options.get("kind") == "pretrained":
+        if options.get("checkpoint") or options.get("kind") in UNTRAINED_KINDS:
             model = (run.task.load_backbone(options["checkpoint"]) if options.get("checkpoint")
                      else run.task.build_backbone(options, run.seed).eval().requires_grad_(False))
             held_out = run.task.evaluation_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
             info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0,
-                    "checkpoint": options.get("checkpoint") or options.get("pretrained")}
+                    "checkpoint": options.get("checkpoint") or options.get("pretrained") or f"constructed for seed {run.seed}"}
         else:
             model, info = train_backbone(run.task, run.spec, run.seed)
     # a backbone below the floor is kept and reported, never dropped silently: the later stages still run
@@ -297,8 +321,8 @@ def stage_calibrate(run: Run, method: str) -> None:
     with run.runtime.stage(method, "calibrate"):
         cal = run.bank("calibration")
         for variable in run.task.targets:
-            candidates = [({**params, **hp}, handle) for params, pi_row, sites in _coupling_rows(run, method, variable)
-                          for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1))]
+            candidates = [({**params, **hp}, handle) for params, pi_row, sites, cost_row in _coupling_rows(run, method, variable)
+                          for hp, handle in candidate_handles(pi_row, sites, top_k, gains, section.get("alternatives", 1), cost_row)]
             # solver settings often give the same handle: score each distinct one once, many per forward
             distinct: dict[tuple, Handle] = {}
             for _, h in candidates:
@@ -316,6 +340,7 @@ def stage_calibrate(run: Run, method: str) -> None:
         for variable, (score, hp, handle) in chosen.items():
             scores = evaluate_handle(run.backbone, test, handle, variable, run.widths, bases)
             acc_rows += run.accuracy_rows("handle", method, variable, "test", scores, handle.label, hp)
+            acc_rows += run.localization_rows("handle", method, variable, handle_spans(handle, run.widths, bases), handle.label, hp)
     write_json({v: {"handle": h.to_json(), "hyperparameters": hp, "calibration_score": s} for v, (s, hp, h) in chosen.items()},
                run.paths.handles(method))
     write_parquet(pd.DataFrame(cal_rows), run.paths.calibration(method))
@@ -328,20 +353,24 @@ def _handle_key(handle: Handle) -> tuple:
 
 
 def _coupling_rows(run: Run, method: str, variable: str):
-    """(solver params, pi(S | variable), sites) for each solver setting; brute-force gets one-hot rows
-    over the Stage A sites."""
+    """(solver params, pi(S | variable), sites, the variable's cost to each site) for each solver setting;
+    brute-force gets one-hot rows over the Stage A sites (and no cost)."""
     if methods_mod.get(method).solver == "onehot":
         sites = run.stage_a_sites
         for i in range(len(sites)):
-            yield {"site": sites[i].id}, np.eye(len(sites))[i], sites
+            yield {"site": sites[i].id}, np.eye(len(sites))[i], sites, None
         return
     from plotlib.transport import conditional  # already imported by stage_calibrate, outside its timer
 
-    plans = pd.read_parquet(run.paths.couplings(methods_mod.get(method).grid))
+    grid = methods_mod.get(method).grid
+    sig = np.load(run.paths.signatures(grid))
+    column = {site: j for j, site in enumerate(sig["sites"].tolist())}
+    cost = sig["cost"][sig["variables"].tolist().index(variable)]
+    plans = pd.read_parquet(run.paths.couplings(grid))
     plans = plans[(plans.method == method) & (plans.variable == variable)]
     for params, group in plans.groupby("params", sort=False):
         pi = conditional(group.mass.to_numpy()[None, :])[0]
-        yield json.loads(params), pi, [Site.parse(s) for s in group.site]
+        yield json.loads(params), pi, [Site.parse(s) for s in group.site], cost[[column[s] for s in group.site]]
 
 
 # --- DAS: one implementation for Full DAS and every guided variant -------------------------------
@@ -446,8 +475,8 @@ def _das_supports(run: Run, guide: str, variable: str, chosen: dict, location: s
             label, there = "location", None
         else:
             params = solver_params(chosen["hyperparameters"])
-            pi_row, sites = next((pi, sites) for p, pi, sites in _coupling_rows(run, guide, variable) if p == params)
-            label, there = f"mass{option:g}", [mass_support(pi_row, sites, option, width)]
+            pi_row, sites, cost_row = next((pi, sites, c) for p, pi, sites, c in _coupling_rows(run, guide, variable) if p == params)
+            label, there = f"mass{option:g}", [mass_support(pi_row, sites, option, width, cost_row)]
         dims = frozenset(range(width)) if there is None else frozenset(
             i for s in there for i in (range(width) if s.support.kind == "all" else s.support.indices))
         key = None if len(dims) == width else dims  # every full span is the whole space (a PCA basis is complete)
@@ -482,8 +511,9 @@ def stage_das_select(run: Run, method: str, tags: list[str]) -> None:
             best = cand.iloc[int(np.argmax(cand["combined"].to_numpy()))]  # first maximum: grid order breaks ties
             q = load_file(run.paths.das_bases(method, best.tag))[best.key]
             result = evaluate_rotation(run.backbone, test, best.location, variable, q)
-            acc_rows += run.accuracy_rows("das", method, variable, "test", result, f"{best.location}/das[k={best.k}/{best.room}]",
-                                          {"location": best.location, "support": best.support, "k": int(best.k),
-                                           "lr": float(best.lr), "room": int(best.room)})
+            label = f"{best.location}/das[k={best.k}/{best.room}]"
+            hp = {"location": best.location, "support": best.support, "k": int(best.k), "lr": float(best.lr), "room": int(best.room)}
+            acc_rows += run.accuracy_rows("das", method, variable, "test", result, label, hp)
+            acc_rows += run.localization_rows("das", method, variable, {best.location: q}, label, hp)
     write_parquet(pd.DataFrame(acc_rows, columns=ACCURACY_COLUMNS), run.paths.accuracy(method))
     run.write_runtime(f"select_{method}")

@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from plotlib.handles import rank_sites
 from plotlib.sites import Location, Site, Support, coordinate_groups
 
 
@@ -67,20 +68,24 @@ def support_basis(sites: Iterable[Site], width: int, basis: torch.Tensor | None 
     return basis[:, indices].contiguous()
 
 
-def mass_support(pi_row: np.ndarray, sites: Sequence[Site], fraction: float, width: int) -> Site:
+def mass_support(pi_row: np.ndarray, sites: Sequence[Site], fraction: float, width: int,
+                 cost_row: np.ndarray | None = None) -> Site:
     """The fewest dimensions (native coordinates, or basis components) of one location that hold
     ``fraction`` of a coupling row's mass, each site's mass spread evenly over its dimensions: a DAS
-    support sized by the coupling rather than by a handle calibrated with a gain (ties: lower index)."""
+    support sized by the coupling rather than by a handle calibrated with a gain. Dimensions are ranked
+    by :func:`plotlib.handles.rank_sites` (ties in mass by the lowest cost of a site holding them)."""
     locations, kinds = {s.location for s in sites}, {s.support.kind for s in sites} - {"all"}
     if len(locations) != 1 or len(kinds) > 1:
         raise ValueError(f"a mass support needs sites of one location and one support kind, got {[s.id for s in sites]}")
-    evidence = np.zeros(width)
-    for site, mass in zip(sites, pi_row):
+    evidence, dim_cost = np.zeros(width), np.full(width, np.inf)
+    for i, (site, mass) in enumerate(zip(sites, pi_row)):
         dims = list(range(width)) if site.support.kind == "all" else list(site.support.indices)
         evidence[dims] += mass / len(dims)
+        if cost_row is not None:
+            dim_cost[dims] = np.minimum(dim_cost[dims], cost_row[i])
     if evidence.sum() <= 0:
         raise ValueError(f"no coupling mass at {next(iter(locations)).id}")
-    order = np.argsort(-evidence, kind="stable")
+    order = rank_sites(evidence, None if cost_row is None else dim_cost)
     held = np.cumsum(evidence[order]) / evidence.sum()
     n = int(np.searchsorted(held, fraction - 1e-9)) + 1
     return Site(locations.pop(), Support(kinds.pop() if kinds else "coords", tuple(int(i) for i in order[:n])))

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from plotlib.handles import solver_params  # noqa: E402
 from plotlib.io import atomic_path, read_json, write_parquet, write_text  # noqa: E402
 from plotlib.layout import RunPaths, slug  # noqa: E402
+from plotlib.localization import DECOY_FREE_BELOW  # noqa: E402
 from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
 
@@ -272,6 +273,36 @@ def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accu
     return lines
 
 
+def localization_table(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, method), over its (seed, variable) cases on planted benchmarks: combined test IIA,
+    precision and recall of the answer against the planted units, the share of decoy-free answers and
+    the share at the planted location (means over cases)."""
+    planted = accuracy[accuracy.split == "planted"]
+    if planted.empty:
+        return pd.DataFrame()
+    keys = ["benchmark", "method", "seed", "variable"]
+    cases = planted.pivot_table(index=keys, columns="metric", values="value").reset_index()
+    combined = accuracy[(accuracy.split == "test") & (accuracy.metric == "combined")][[*keys, "value"]].rename(columns={"value": "test IIA"})
+    cases = cases.merge(combined, on=keys)
+    cases["decoy-free"] = (cases.decoy_dims < DECOY_FREE_BELOW).astype(float)
+    table = cases.groupby(["benchmark", "method"], sort=False).agg(
+        cases=("variable", "size"), **{"test IIA": ("test IIA", "mean"), "precision": ("precision", "mean"),
+                                       "recall": ("recall", "mean"), "decoy-free": ("decoy-free", "mean"),
+                                       "location hits": ("location_hit", "mean")}).reset_index()
+    table["method"] = pd.Categorical(table.method, list(METHODS))
+    return table.sort_values(["benchmark", "method"]).reset_index(drop=True)
+
+
+def localization_lines(table: pd.DataFrame, bench: str) -> list[str]:
+    """The report's ground-truth table for a planted benchmark (none for others)."""
+    part = table[table.benchmark == bench].drop(columns="benchmark") if not table.empty else table
+    if part.empty:
+        return []
+    return ["Against the planted ground truth, per method over its (seed, variable) cases: precision and recall of the",
+            "handle's span (or the DAS subspace) against the planted units, the share of decoy-free answers (under half a",
+            "decoy direction) and the share at the planted layer:", "", _markdown(part.round(3)), ""]
+
+
 def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     """Gather every run's rows into the top-level tables, figures and ``report.md``; each benchmark's
     methods come from its resolved spec."""
@@ -295,6 +326,10 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     summary = summarize(accuracy, method_seconds(runtime, bench_methods))
     with atomic_path(out / "summary.csv") as tmp:
         summary.to_csv(tmp, index=False)
+    located = localization_table(accuracy)
+    if not located.empty:
+        with atomic_path(out / "localization.csv") as tmp:
+            located.to_csv(tmp, index=False)
 
     seeds = sorted({seed for _, seed in runs})
     lines = ["# plotlib report", "",
@@ -312,6 +347,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         lines += [f"**Seed {s} is excluded**: {reason}." for (b, s), reason in sorted(excluded.items()) if b == bench]
         lines += [""] if any(b == bench for b, _ in excluded) else []
         lines += benchmark_tables(bench, methods, summary, accuracy, runtime)
+        lines += localization_lines(located, bench)
         lines += stage_a_lines(out, runs, bench)
         first_seed, locations = first_seeds[bench], locations_of[bench]
         figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))

@@ -12,6 +12,9 @@ from plotlib.tasks import Task
 
 log = logging.getLogger(__name__)
 
+#: ``backbone.kind`` values whose model is built, never trained: a pretrained LM, or a task's constructed network.
+UNTRAINED_KINDS = ("pretrained", "constructed")
+
 
 @torch.no_grad()
 def factual_accuracy(task: Task, backbone: nn.Module, inputs, batch_size: int = 512) -> float:

@@ -5,12 +5,16 @@ counterfactual families, a backbone factory, a readout and the coarse site grid.
 
     @register_task("my_task")
     class MyTask(Task): ...
+
+and list its module (a dotted name or a ``.py`` path) under the spec's or the config's ``imports``.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -22,7 +26,8 @@ from plotlib.readout import BitsReadout, SoftmaxReadout
 from plotlib.sites import Location
 
 _REGISTRY: dict[str, type["Task"]] = {}
-_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition", "plotlib.tasks.mcqa")
+_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition", "plotlib.tasks.mcqa",
+                    "plotlib.tasks.planted")
 
 
 def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
@@ -42,18 +47,50 @@ def available_tasks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def make_task(name: str, options: dict[str, Any], seed: int, backbone_options: dict[str, Any] | None = None) -> "Task":
-    """Instantiate a registered task; ``name`` may also be ``package.module:Class`` for user tasks.
-    ``backbone_options`` (the spec's ``backbone`` section) is there for tasks whose inputs depend on
-    the model, such as a pretrained LM's tokenizer."""
+def import_modules(entries: Iterable[str]) -> None:
+    """Import user modules (so their ``@register_task`` runs): a dotted module name, or the path of a
+    ``.py`` file, whose folder is put on ``sys.path`` so the file's own imports of its neighbours work.
+    Raises ImportError naming the entry."""
+    for entry in entries:
+        if entry.endswith(".py"):
+            path = Path(entry).expanduser().resolve()
+            if not path.is_file():
+                raise ImportError(f"no such file: {path}")
+            if str(path.parent) not in sys.path:
+                sys.path.insert(0, str(path.parent))
+            entry = path.stem
+        try:
+            importlib.import_module(entry)
+        except ImportError as err:
+            raise ImportError(f"cannot import {entry!r}: {err}") from err
+
+
+def task_class(name: str, imports: Iterable[str] = ()) -> type["Task"]:
+    """The Task subclass a spec's ``task`` names: a registered name (built in, or registered by one of
+    ``imports``), or ``package.module:Class``. Raises ValueError or ImportError saying what is wrong."""
+    import_modules(imports)
     if ":" in name:
         module, _, cls_name = name.partition(":")
-        cls = getattr(importlib.import_module(module), cls_name)
+        import_modules([module])
+        cls = getattr(sys.modules[module], cls_name, None)
+        if cls is None:
+            raise ValueError(f"module {module!r} has no class {cls_name!r}")
     elif name not in available_tasks():
-        raise ValueError(f"unknown task {name!r}; available: {available_tasks()}")
+        raise ValueError(f"unknown task {name!r}; registered: {available_tasks()} (a task of your own: list its module "
+                         f"under the spec's 'imports', or write 'package.module:Class')")
     else:
         cls = _REGISTRY[name]
-    task = cls(options, seed)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"{name!r} is not a plotlib.tasks.Task subclass")
+    return cls
+
+
+def make_task(name: str, options: dict[str, Any], seed: int, backbone_options: dict[str, Any] | None = None,
+              imports: Iterable[str] = ()) -> "Task":
+    """Instantiate the task ``name`` (see :func:`task_class`; ``imports`` are imported first).
+    ``backbone_options`` (the spec's ``backbone`` section) is there for tasks whose inputs depend on
+    the model, such as a pretrained LM's tokenizer."""
+    task = task_class(name, imports)(options, seed)
     task.backbone_options = dict(backbone_options or {})
     return task
 
@@ -117,6 +154,11 @@ class Task(ABC):
     def load_backbone(self, path: str) -> torch.nn.Module:
         """Load what :meth:`save_backbone` wrote (or a user's checkpoint), frozen and in eval mode."""
         return backbones.load_backbone(path)
+
+    def planted(self) -> dict[str, Any]:
+        """Ground truth where the task knows it: each target's :class:`plotlib.tasks.planted.Planted`
+        location, units and decoys. Empty for tasks whose backbones learn their own solution."""
+        return {}
 
     def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
         """Integer labels of the causal model's output for each row of ``inputs``."""

@@ -3,13 +3,14 @@
 
 rule resolve_spec:
     input:
-        benchmark=str(BASE / "benchmarks" / "{benchmark}.yaml"),
+        benchmark=lambda wc: str(RUN.spec_files[wc.benchmark]),
         schema=str(SCHEMAS / "benchmark.schema.yaml"),
     output:
         SPEC,
     params:
         scale=CFG["scale"],
         methods=lambda wc: " ".join(f"'{m}'" for m in METHODS_OF[wc.benchmark]),
+        imports=" ".join(f"'{i}'" for i in RUN.imports),
     localrule: True
     threads: 1
     resources:
@@ -17,7 +18,7 @@ rule resolve_spec:
         runtime=5,
     shell:
         "{PY} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
-        " --scale {params.scale} --schema {input.schema} --methods {params.methods} --out {output}"
+        " --scale {params.scale} --schema {input.schema} --methods {params.methods} --imports {params.imports} --out {output}"
 
 
 rule train_backbone:
