@@ -66,6 +66,6 @@ def accuracy_floor_failure(info: dict, min_accuracy: float) -> str | None:
     """Why a backbone is below the accuracy floor (``training.min_accuracy``), or None when it is not."""
     if info["factual_accuracy"] >= min_accuracy:
         return None
-    how = f"after {info['steps']} training steps" if info.get("steps") else f"as loaded ({info.get('checkpoint')})"
+    how = f"after {info['steps']} training steps" if info.get("steps") else f"as built ({info.get('checkpoint')})"
     return (f"backbone factual accuracy {info['factual_accuracy']:.4f} is below training.min_accuracy {min_accuracy} "
             f"{how}; its seed is excluded from every table")

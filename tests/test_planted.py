@@ -46,13 +46,13 @@ def test_constructed_network_computes_each_variable_in_its_planted_units(rotated
 def test_planted_options_are_checked_with_the_key_named():
     with pytest.raises(ValueError, match="task_options.width"):
         make_task("planted_mlp", {"width": 8}, 0)
-    with pytest.raises(ValueError, match="task_options.planted_layer"):
-        make_task("planted_mlp", {"depth": 3, "planted_layer": 3}, 0)
+    with pytest.raises(ValueError, match="task_options.depth"):
+        make_task("planted_mlp", {"depth": 2}, 0)
 
 
 def test_localization_counts_planted_units_and_decoys():
     task = make_task("planted_mlp", {}, 0)
-    planted = task.planted()["WX"]
+    planted = task.planted()["S1"]
     units = [int(i) for i in planted.units.argmax(0)]
     decoys = [int(i) for i in planted.decoys.argmax(0)]
     eye = torch.eye(task.width)
@@ -61,10 +61,10 @@ def test_localization_counts_planted_units_and_decoys():
     partial = localization(planted, {planted.location: eye[:, units[:2] + decoys[:1]]})
     assert partial["precision"] == pytest.approx(2 / 3) and partial["recall"] == pytest.approx(2 / 3)
     assert partial["decoy_dims"] == pytest.approx(1.0)
-    elsewhere = localization(planted, {"h1": eye[:, :3], planted.location: eye[:, units]})
+    elsewhere = localization(planted, {"h2": eye[:, :3], planted.location: eye[:, units]})
     assert elsewhere["precision"] == pytest.approx(0.5) and elsewhere["location_hit"] == 0.0
     # a rotated planting: the rotation's columns, not native units, are the answer
-    rotated = make_task("planted_mlp", {"rotated": True}, 0).planted()["WX"]
+    rotated = make_task("planted_mlp", {"rotated": True}, 0).planted()["S1"]
     assert localization(rotated, {rotated.location: rotated.units})["recall"] == pytest.approx(1.0)
     assert localization(rotated, {rotated.location: eye[:, units]})["recall"] < 0.9
 

@@ -71,7 +71,10 @@ def task_class(name: str, imports: Iterable[str] = ()) -> type["Task"]:
     import_modules(imports)
     if ":" in name:
         module, _, cls_name = name.partition(":")
-        import_modules([module])
+        try:
+            import_modules([module])
+        except ImportError as err:
+            raise ValueError(str(err)) from err
         cls = getattr(sys.modules[module], cls_name, None)
         if cls is None:
             raise ValueError(f"module {module!r} has no class {cls_name!r}")

@@ -1,22 +1,23 @@
 """Planted ground truth: MLPs built by hand from the seed, whose target variables are computed in a known
 set of units at a known layer, so a method's localization can be checked against the answer.
 
-The task is hierarchical equality over one-hot entities, O = (W == X) == (Y == Z):
+The task is sum equality over digits W, X, Y, Z in 0..m-1 (one-hot inputs): O = (W + X) == (Y + Z),
+with targets S1 = W + X and S2 = Y + Z. Both sums are linear in the inputs, so the first hidden layer
+computes them exactly, and no layer before it could hold them:
 
-- layer 1 holds equality detectors, unit i of pair (A, B) = relu(A_i + B_i - 1), one per entity, for
-  the targets WX, YZ and for ``distractors`` further pairs (W == Y, X == Z, ...) that nothing reads;
-- layers 2 .. planted_layer - 1 carry the detectors unchanged;
-- the planted layer computes each target in ``planted_units`` units (value: a random scale times the
-  variable), ``decoys`` units per target carrying an exact copy of it whose outgoing weight is
-  ``decoy_strength`` times a planted unit's, and ``planted_units`` units per distractor;
-- the next layer reads s_V (each target restored to 0/1 from its planted units and decoys) into
-  a = relu(s_WX + s_YZ - 1) and b = relu(1 - s_WX - s_YZ); later layers carry a and b; the logits are
-  +-logit_scale * (a + b - 1/2).
+- layer 1 (the planted layer): each target in ``planted_units`` units (a random positive scale times the
+  sum), ``decoys`` units per target carrying an exact copy whose outgoing weight is ``decoy_strength``
+  times a planted unit's, and ``planted_units`` units per distractor (W + Y, X + Z, ...) that nothing reads;
+- layer 2 reads s_k (each sum restored from its planted units and decoys) into relu(s1 - s2) and
+  relu(s2 - s1); layer 3 into e = relu(1 - p (relu(s1 - s2) + relu(s2 - s1))) with p = planted_units,
+  which is O (steep enough that swapping one planted unit alone can break an equality); later layers
+  carry e; the logits are +-logit_scale * (2e - 1).
 
-Every other unit is filler: a random feature of the layer below that no later unit reads. Units sit at
-seeded random positions. With ``rotated`` the planted layer holds R v + c instead of its native vector v
-(R a seeded random rotation, c a constant large enough that the ReLU never clips), and the next layer
-reads R^T: each variable then lives in a distributed subspace (the columns of R at its units).
+Every other unit is filler: a random nonnegative feature of the layer below that no later unit reads.
+Units sit at seeded random positions. With ``rotated`` the planted layer holds R v + c instead of its
+native vector v (R a seeded random rotation, c a constant above |R v|, so the ReLU never clips: every
+pre-activation of that layer is nonnegative by construction), and layer 2 reads R^T (h - c): each
+variable then lives in a distributed subspace (the columns of R at its units).
 """
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from plotlib.backbones import MLP
+from plotlib.causal import CausalModel
+from plotlib.readout import SoftmaxReadout
 from plotlib.sites import Location
-from plotlib.tasks import register_task
-from plotlib.tasks.hierarchical_equality import HierarchicalEquality
+from plotlib.tasks import Task, register_task
 
-#: Input pairs of the distractor variables, in the order they are added.
-DISTRACTOR_PAIRS = (("W", "Y"), ("X", "Z"), ("W", "Z"), ("X", "Y"))
-PAIRS = {"WX": ("W", "X"), "YZ": ("Y", "Z")}
 INPUTS = ("W", "X", "Y", "Z")
+PAIRS = {"S1": ("W", "X"), "S2": ("Y", "Z")}
+#: Input pairs of the distractor sums, in the order they are added.
+DISTRACTOR_PAIRS = (("W", "Y"), ("X", "Z"), ("W", "Z"), ("X", "Y"))
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,17 @@ class Planted:
 
 
 @register_task("planted_mlp")
-class PlantedMLP(HierarchicalEquality):
-    """Hierarchical equality on a constructed MLP (``backbone.kind: constructed``) with known answers."""
+class PlantedMLP(Task):
+    """Sum equality on a constructed MLP (``backbone.kind: constructed``) with known answers."""
+
+    targets = ("S1", "S2")
+    readout = SoftmaxReadout(2)
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
-        super().__init__({"n_entities": options.get("n_entities", 6)}, seed)
-        self.entity_dim = self.n_entities
-        self.entities = torch.eye(self.n_entities)  # one-hot entities
+        super().__init__(options, seed)
+        self.m = int(options.get("digits", 5))
         self.width = int(options.get("width", 24))
         self.depth = int(options.get("depth", 3))
-        self.planted_layer = int(options.get("planted_layer", 2))
         self.n_planted = int(options.get("planted_units", 3))
         self.n_decoys = int(options.get("decoys", 2))
         self.decoy_strength = float(options.get("decoy_strength", 0.01))
@@ -65,6 +69,9 @@ class PlantedMLP(HierarchicalEquality):
         self.rotated = bool(options.get("rotated", False))
         self.logit_scale = float(options.get("logit_scale", 4.0))
         self._check_options()
+        self.causal_model = CausalModel(
+            inputs=INPUTS, parents={"S1": ("W", "X"), "S2": ("Y", "Z"), "O": ("S1", "S2")},
+            mechanisms={"S1": lambda w, x: w + x, "S2": lambda y, z: y + z, "O": lambda a, b: a == b}, output="O")
         self._build(np.random.default_rng([seed, 4099]))
 
     def _check_options(self) -> None:
@@ -72,121 +79,125 @@ class PlantedMLP(HierarchicalEquality):
             if not ok:
                 raise ValueError(f"planted_mlp task_options.{key}: {what}")
 
-        need(self.depth >= 3, "depth", f"{self.depth} must be at least 3 (detectors, planted layer, readout)")
-        need(2 <= self.planted_layer <= self.depth - 1, "planted_layer", f"{self.planted_layer} must be in 2..depth-1 ({self.depth - 1})")
+        need(self.m >= 2, "digits", f"{self.m} must be at least 2")
+        need(self.depth >= 3, "depth", f"{self.depth} must be at least 3 (planted layer, differences, equality)")
         need(self.n_planted >= 1, "planted_units", "must be at least 1")
         need(self.n_decoys >= 0 and self.decoy_strength >= 0, "decoys", "decoys and decoy_strength must be >= 0")
         need(0 <= self.n_distractors <= len(DISTRACTOR_PAIRS), "distractors", f"must be in 0..{len(DISTRACTOR_PAIRS)}")
-        detectors = self.n_entities * (2 + self.n_distractors)
         planted = 2 * (self.n_planted + self.n_decoys) + self.n_distractors * self.n_planted
-        need(self.width >= max(detectors, planted), "width",
-             f"{self.width} is too small: the detectors need {detectors} units and the planted layer {planted}")
+        need(self.width >= planted, "width", f"{self.width} is too small: the planted layer needs {planted} units")
+
+    # --- inputs and pairs --------------------------------------------------------------------------
+
+    def sample_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+        """Uniform digits, except that on half the rows Y is drawn among the values that let Y + Z equal
+        W + X (and Z set so it does): O is balanced."""
+        w, x, y = (rng.integers(0, self.m, n) for _ in range(3))
+        total = w + x
+        low, high = np.maximum(0, total - (self.m - 1)), np.minimum(self.m - 1, total)
+        equal = rng.random(n) < 0.5
+        y = np.where(equal, low + (rng.random(n) * (high - low + 1)).astype(np.int64), y)
+        z = np.where(equal, total - y, rng.integers(0, self.m, n))
+        return pd.DataFrame({"W": w, "X": x, "Y": y, "Z": z})
+
+    def sample_pairs(self, rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+        """Independent bases and sources: each sum differs on most pairs and changes the output on many."""
+        return self.sample_inputs(rng, n), self.sample_inputs(rng, n), ["random"] * n
+
+    def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
+        """Vectorized: the mechanisms are elementwise, so whole columns run at once."""
+        columns = {c: inputs[c].to_numpy() for c in INPUTS}
+        return self.causal_model.run(columns, interventions)["O"].astype(np.int64)
+
+    def encode(self, inputs: pd.DataFrame) -> torch.Tensor:
+        digits = torch.tensor(inputs[list(INPUTS)].to_numpy(np.int64))
+        return torch.nn.functional.one_hot(digits, self.m).reshape(len(inputs), -1).float()
+
+    def label(self, output_value: Any) -> int:
+        return int(bool(output_value))
 
     # --- construction ----------------------------------------------------------------------------
 
     def _build(self, rng: np.random.Generator) -> None:
         """Weights (native coordinates) of every layer, unit positions, and the planted layer's rotation."""
-        n, w = self.n_entities, self.width
-        d_in = 4 * n
+        m, w = self.m, self.width
         self.weights: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
 
-        def add_layer(rows: dict[int, tuple[np.ndarray, float]], fan_in: int) -> dict:
-            """One hidden layer: ``rows`` maps circuit units (logical index) to (weights, bias); the
-            rest are filler. Returns the position of each logical unit."""
+        def add_layer(rows: list[tuple[np.ndarray, float]], fan_in: int) -> list[int]:
+            """One hidden layer: ``rows`` are the circuit units' (weights, bias); the rest are filler.
+            Returns each circuit unit's position."""
             positions = rng.permutation(w)
             weight, bias = np.zeros((w, fan_in)), np.zeros(w)
-            for logical, (row, b) in rows.items():
-                weight[positions[logical]], bias[positions[logical]] = row, b
-            for logical in range(len(rows), w):
-                weight[positions[logical]] = rng.uniform(0, 1, fan_in) / np.sqrt(fan_in)  # nonnegative: no clipping
-                bias[positions[logical]] = rng.uniform(0, 0.5)
+            for unit, (row, b) in zip(positions, rows):
+                weight[unit], bias[unit] = row, b
+            for unit in positions[len(rows):]:
+                weight[unit] = rng.uniform(0, 1, fan_in) / np.sqrt(fan_in)  # nonnegative: never clipped
+                bias[unit] = rng.uniform(0, 0.5)
             self.weights.append(weight)
             self.biases.append(bias)
-            return {logical: int(positions[logical]) for logical in range(w)}
+            return [int(u) for u in positions[:len(rows)]]
 
-        # layer 1: equality detectors of the targets, then of the distractor pairs
-        pairs = [PAIRS["WX"], PAIRS["YZ"], *DISTRACTOR_PAIRS[:self.n_distractors]]
-        rows = {}
-        for p, (a, b) in enumerate(pairs):
-            for i in range(n):
-                row = np.zeros(d_in)
-                row[INPUTS.index(a) * n + i] = row[INPUTS.index(b) * n + i] = 1.0
-                rows[p * n + i] = (row, -1.0)
-        where = add_layer(rows, d_in)
-        detector = {p: [where[p * n + i] for i in range(n)] for p in range(len(pairs))}
-        # carry the detectors to the planted layer
-        for _ in range(2, self.planted_layer):
-            flat = [u for p in range(len(pairs)) for u in detector[p]]
-            where = add_layer({j: (np.eye(w)[u], 0.0) for j, u in enumerate(flat)}, w)
-            detector = {p: [where[p * n + i] for i in range(n)] for p in range(len(pairs))}
-        # planted layer: planted units, decoys, distractor units (each: a random scale times the variable)
-        rows, logical, self._roles = {}, 0, {}
-        scale = {}
-        for p in range(len(pairs)):
-            roles = ["planted"] * self.n_planted + (["decoy"] * self.n_decoys if p < 2 else [])
-            for role in roles:
-                c = rng.uniform(0.5, 1.5)
-                row = np.zeros(w)
-                row[detector[p]] = c
-                rows[logical], scale[logical] = (row, 0.0), c
-                self._roles[logical] = (p, role)
-                logical += 1
-        where = add_layer(rows, w)
-        self.planted_positions = {v: [where[j] for j, (p, r) in self._roles.items() if p == t and r == "planted"]
-                                  for t, v in enumerate(self.targets)}
-        self.decoy_positions = {v: [where[j] for j, (p, r) in self._roles.items() if p == t and r == "decoy"]
-                                for t, v in enumerate(self.targets)}
-        # readout layer: s_V = planted and decoy contributions, normalized so s_V is the variable itself
-        s_rows = []
+        def digit_sum(a: str, b: str, scale: float) -> np.ndarray:
+            row = np.zeros(4 * m)
+            for name in (a, b):
+                row[INPUTS.index(name) * m:(INPUTS.index(name) + 1) * m] = scale * np.arange(m)
+            return row
+
+        # layer 1: planted units and decoys of each target, then the distractor sums
+        roles, rows, scales = [], [], []
+        pairs = [PAIRS["S1"], PAIRS["S2"], *DISTRACTOR_PAIRS[:self.n_distractors]]
+        for p, pair in enumerate(pairs):
+            for role in ["planted"] * self.n_planted + (["decoy"] * self.n_decoys if p < 2 else []):
+                scales.append(rng.uniform(0.5, 1.5))
+                rows.append((digit_sum(*pair, scales[-1]), 0.0))
+                roles.append((p, role))
+        where = add_layer(rows, 4 * m)
+        self.planted_positions = {v: [u for u, (p, r) in zip(where, roles) if p == t and r == "planted"] for t, v in enumerate(self.targets)}
+        self.decoy_positions = {v: [u for u, (p, r) in zip(where, roles) if p == t and r == "decoy"] for t, v in enumerate(self.targets)}
+        # layer 2: s_k restored from planted units and decoys (s_k is the sum itself), as two differences
+        reads = []
+        total = self.n_planted + self.decoy_strength * self.n_decoys
         for t in range(2):
             row = np.zeros(w)
-            total = self.n_planted + self.decoy_strength * self.n_decoys
-            for j, (p, role) in self._roles.items():
+            for u, c, (p, role) in zip(where, scales, roles):
                 if p == t:
-                    row[where[j]] = (1.0 if role == "planted" else self.decoy_strength) / (scale[j] * total)
-            s_rows.append(row)
-        both, neither = s_rows[0] + s_rows[1], -(s_rows[0] + s_rows[1])
-        where = add_layer({0: (both, -1.0), 1: (neither, 1.0)}, w)
-        circuit = [where[0], where[1]]
-        for _ in range(self.planted_layer + 2, self.depth + 1):
-            where = add_layer({0: (np.eye(w)[circuit[0]], 0.0), 1: (np.eye(w)[circuit[1]], 0.0)}, w)
-            circuit = [where[0], where[1]]
+                    row[u] = (1.0 if role == "planted" else self.decoy_strength) / (c * total)
+            reads.append(row)
+        up, down = add_layer([(reads[0] - reads[1], 0.0), (reads[1] - reads[0], 0.0)], w)
+        # layer 3: e = relu(1 - p |s1 - s2|), which is O (the sums are integers); the steepness p lets one
+        # planted unit's swap alone break an equality, as a variable's unit should; later layers carry e
+        row = np.zeros(w)
+        row[[up, down]] = -float(self.n_planted)
+        (unit,) = add_layer([(row, 1.0)], w)
+        for _ in range(4, self.depth + 1):
+            (unit,) = add_layer([(np.eye(w)[unit], 0.0)], w)
         head = np.zeros((2, w))
-        head[1, circuit] = 2 * self.logit_scale
-        head[0, circuit] = -2 * self.logit_scale
+        head[1, unit], head[0, unit] = 2 * self.logit_scale, -2 * self.logit_scale
         self.head = (head, np.array([self.logit_scale, -self.logit_scale]))
         self.rotation = np.eye(w)
         if self.rotated:
             self._rotate_planted_layer(rng)
 
     def _rotate_planted_layer(self, rng: np.random.Generator) -> None:
-        """Planted layer h = R v + c (R orthogonal, c a constant above |R v|'s bound, so the ReLU is the
-        identity there); the next layer reads R^T (h - c)."""
+        """Layer 1 becomes h = R v + c (R orthogonal; c above the bound of |R v|, so the ReLU is the
+        identity there); layer 2 reads R^T (h - c)."""
         q, r = np.linalg.qr(rng.standard_normal((self.width, self.width)))
         self.rotation = q * np.sign(np.diag(r))
-        ell = self.planted_layer - 1  # index of the planted layer in self.weights
-        bound = self._upper_bounds()[ell]
+        blocks = np.clip(self.weights[0], 0, None).reshape(self.width, 4, self.m)
+        bound = blocks.max(axis=2).sum(axis=1) + np.clip(self.biases[0], 0, None)  # one digit per one-hot block
         shift = np.full(self.width, np.linalg.norm(bound) + 1.0)
-        self.weights[ell] = self.rotation @ self.weights[ell]
-        self.biases[ell] = self.rotation @ self.biases[ell] + shift
-        readout = self.weights[ell + 1] @ self.rotation.T
-        self.biases[ell + 1] = self.biases[ell + 1] - readout @ shift
-        self.weights[ell + 1] = readout
-
-    def _upper_bounds(self) -> list[np.ndarray]:
-        """Interval bound of every hidden unit's value over all one-hot inputs (layers before rotation)."""
-        bounds, upper = [], np.ones(4 * self.n_entities)
-        for weight, bias in zip(self.weights, self.biases):
-            upper = np.maximum(np.clip(weight, 0, None) @ upper + np.clip(bias, 0, None), 0)
-            bounds.append(upper)
-        return bounds
+        self.weights[0] = self.rotation @ self.weights[0]
+        self.biases[0] = self.rotation @ self.biases[0] + shift
+        readout = self.weights[1] @ self.rotation.T
+        self.biases[1] = self.biases[1] - readout @ shift
+        self.weights[1] = readout
 
     # --- the Task interface ------------------------------------------------------------------------
 
     def build_backbone(self, options: dict[str, Any], seed: int) -> torch.nn.Module:
         """The constructed MLP (no training: ``backbone.kind: constructed``)."""
-        model = MLP(4 * self.n_entities, [self.width] * self.depth, 2)
+        model = MLP(4 * self.m, [self.width] * self.depth, 2)
         with torch.no_grad():
             for layer, weight, bias in zip(model.layers, self.weights, self.biases):
                 layer[0].weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
@@ -199,7 +210,7 @@ class PlantedMLP(HierarchicalEquality):
         return [Location(name) for name in backbone.taps]
 
     def planted(self) -> dict[str, Planted]:
-        """Each target's planted units and decoys at the planted layer, as columns of the rotation."""
+        """Each target's planted units and decoys in layer 1 (h1), as columns of the rotation."""
         rotation = torch.as_tensor(self.rotation, dtype=torch.float32)
-        return {v: Planted(f"h{self.planted_layer}", rotation[:, self.planted_positions[v]].contiguous(),
+        return {v: Planted("h1", rotation[:, self.planted_positions[v]].contiguous(),
                            rotation[:, self.decoy_positions[v]].contiguous()) for v in self.targets}
