@@ -109,13 +109,17 @@ class Run:
         write_parquet(self.runtime.frame(), self.paths.runtime(job, location))
         self.runtime.rows.clear()
 
+    def _rows(self, stage: str, method: str, variable: str, split: str, values: dict, counts: dict, sites: str,
+              hparams: dict) -> list[dict]:
+        """Long-table rows (one per metric of ``values``) in the layout of ACCURACY_COLUMNS."""
+        return [{"benchmark": self.benchmark, "seed": self.seed, "stage": stage, "method": method, "variable": variable,
+                 "split": split, "metric": m, "value": v, "n": counts[m], "sites": sites,
+                 "hyperparameters": json.dumps(hparams, sort_keys=True)} for m, v in values.items()]
+
     def accuracy_rows(self, stage: str, method: str, variable: str, split: str, scores: dict, sites: str, hparams: dict) -> list[dict]:
         n = {"sensitive": scores["n_sensitive"], "invariant": scores["n_invariant"]}
         n["combined"] = n["sensitive"] + n["invariant"]
-        return [{"benchmark": self.benchmark, "seed": self.seed, "stage": stage, "method": method, "variable": variable,
-                 "split": split, "metric": m, "value": scores[m], "n": n[m], "sites": sites,
-                 "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in ("sensitive", "invariant", "combined")]
-
+        return self._rows(stage, method, variable, split, {m: scores[m] for m in ("sensitive", "invariant", "combined")}, n, sites, hparams)
 
     def localization_rows(self, stage: str, method: str, variable: str, spans: dict[str, torch.Tensor], sites: str,
                           hparams: dict) -> list[dict]:
@@ -125,9 +129,8 @@ class Run:
         if planted is None:
             return []
         scores = localization(planted, spans)
-        return [{"benchmark": self.benchmark, "seed": self.seed, "stage": stage, "method": method, "variable": variable,
-                 "split": "planted", "metric": m, "value": scores[m], "n": planted.units.shape[1], "sites": sites,
-                 "hyperparameters": json.dumps(hparams, sort_keys=True)} for m in LOCALIZATION_METRICS]
+        values = {m: scores[m] for m in LOCALIZATION_METRICS}
+        return self._rows(stage, method, variable, "planted", values, dict.fromkeys(values, planted.units.shape[1]), sites, hparams)
 
 
 def handle_spans(handle: Handle, widths: dict[str, int], bases: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
