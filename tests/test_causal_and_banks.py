@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from plotlib.banks import bank_inputs, make_bank
+from plotlib.banks import SPLITS, bank_inputs, make_bank
+from plotlib.config import load_yaml, resolve_benchmark
+from plotlib.tasks import make_task
 from plotlib.causal import CausalModel
 
 
@@ -53,3 +57,21 @@ def test_vectorized_outputs_match_row_by_row(task):
     inputs = task.sample_inputs(np.random.default_rng(0), 300)
     rows = [task.label(task.causal_model.run(r)["O"]) for r in inputs.to_dict("records")]
     assert task.outputs(inputs).tolist() == rows
+
+
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "benchmark.schema.yaml"
+SPECS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_target_has_sensitive_and_invariant_pairs_in_every_bank(spec_path):
+    """A quarter of each bank at least is sensitive and a quarter invariant, for every target of every
+    shipped spec (a "combined" IIA must not rest on a handful of pairs)."""
+    spec = resolve_benchmark(spec_path, "default", load_yaml(SCHEMA))
+    for seed in (0, 3):
+        task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"], spec["imports"])
+        for split in SPLITS:
+            bank = make_bank(task, spec["banks"], seed, split)
+            for var in task.targets:
+                share = float(bank[f"sensitive_{var}"].mean())
+                assert 0.25 <= share <= 0.75, f"{spec_path.stem} seed {seed} {split}: {var} sensitive on {share:.3f}"

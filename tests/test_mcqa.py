@@ -53,11 +53,14 @@ def test_families_change_what_they_say(task):
         letters_b, letters_s = [b[f"letter{i}"] for i in range(k)], [s[f"letter{i}"] for i in range(k)]
         assert sorted(colors_b) == sorted(colors_s) and b["facts"] == s["facts"]
         moved = colors_b.index(b["color"]) != colors_s.index(s["color"])
-        assert moved == (family in ("answerPosition", "both"))
-        assert (letters_b != letters_s) == (family in ("randomLetter", "both"))
+        assert moved == (family in ("answerPosition", "both", "sameLetter"))
+        assert (letters_b != letters_s) == (family in ("randomLetter", "both", "sameLetter"))
+        if family == "sameLetter":  # the answer moves with its letter
+            assert letters_s[colors_s.index(s["color"])] == letters_b[colors_b.index(b["color"])]
+            assert letters_s == sorted(letters_s)
     bank = make_bank(task, 60, 0, "fit")
-    invariant = bank[~bank.sensitive_answer_pointer]
-    assert (invariant.family == "randomLetter").all() and len(invariant) > 0
+    assert (bank[~bank.sensitive_answer_pointer].family == "randomLetter").all()
+    assert set(bank[~bank.sensitive_answer_token].family) <= {"sameLetter", "both"}
 
 
 def test_named_positions_point_at_their_tokens(task):

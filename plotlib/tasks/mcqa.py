@@ -2,8 +2,10 @@
 
 "The banana is yellow. The sky is blue. What color is the banana? A. red B. yellow C. green D. blue
 Answer:" -> "B". Target variables: ``answer_pointer`` (which choice is correct) and ``answer_token``
-(the letter to output). Counterfactual families: ``answerPosition`` (choices reordered, so the correct
-one moves), ``randomLetter`` (the choice letters changed) and ``both``.
+(the letter to output). Counterfactual families: ``randomLetter`` (the choice letters changed),
+``sameLetter`` (choices reordered and letters redrawn so that the correct choice moves but keeps the base's
+answer letter: the pointer changes, the token does not), ``answerPosition`` (choices reordered, so the
+correct one moves) and ``both``. Each variable is invariant on at least a quarter of the pairs.
 
 The backbone is a decoder-only transformer: one built and trained here (GPT-2 or Llama layers, with a
 word-level tokenizer saved beside its weights), or any pretrained ``AutoModelForCausalLM`` (``backbone.kind: pretrained``).
@@ -31,7 +33,9 @@ OBJECTS = ("banana", "apple", "sky", "grass", "cherry", "lemon", "snow", "coal",
 COLORS = ("red", "yellow", "green", "blue", "white", "black", "orange", "purple", "pink", "brown", "gray", "gold")
 LETTERS = tuple("ABCDEFGHJKLMNPRS")
 POSITIONS = ("last", "letter", "color", "choices")
-FAMILIES = ("answerPosition", "randomLetter", "both")
+#: The order matters: with n not a multiple of 4 the first families get one pair more, and the first two
+#: are the ones that leave a variable invariant (answer_pointer on randomLetter, answer_token on sameLetter).
+FAMILIES = ("randomLetter", "sameLetter", "answerPosition", "both")
 
 
 def _word_tokenizer():
@@ -99,20 +103,35 @@ class MCQA(Task):
             rows.append(row)
         return pd.DataFrame(rows)
 
-    def _counterfactual(self, rng: np.random.Generator, base: pd.Series, family: str) -> dict:
+    def _counterfactual(self, rng: np.random.Generator, base: pd.Series, family: str) -> dict | None:
         """A source for ``base``: its choices reordered so the correct one moves (answerPosition), new
-        letters with a different letter at the correct choice (randomLetter, so the answer changes), or
-        both (the letters differ somewhere)."""
+        letters with a different letter at the correct choice (randomLetter, so the answer changes), both
+        (the letters differ somewhere), or the correct choice moved to the slot where redrawn letters put the
+        base's answer letter (sameLetter; None when the base's letter can only sit at its own slot)."""
         source = base.to_dict()
         k = self.n_choices
         colors = [base[f"choice{i}"] for i in range(k)]
+        old = [base[f"letter{i}"] for i in range(k)]
         pointer = colors.index(base["color"])
+        if family == "sameLetter":
+            answer = self.letters.index(old[pointer])
+            below, above = answer, len(self.letters) - 1 - answer
+            slots = [q for q in range(k) if q != pointer and q <= below and k - 1 - q <= above]
+            if not slots:
+                return None
+            q = int(rng.choice(slots))
+            new = sorted([*rng.choice(self.letters[:answer], q, replace=False).tolist(), old[pointer],
+                          *rng.choice(self.letters[answer + 1:], k - 1 - q, replace=False).tolist()])
+            others = rng.permutation([c for c in colors if c != base["color"]]).tolist()
+            order = others[:q] + [base["color"]] + others[q:]
+            source.update({f"choice{i}": order[i] for i in range(k)})
+            source.update({f"letter{i}": new[i] for i in range(k)})
+            return source
         if family in ("answerPosition", "both"):
             while (perm := rng.permutation(k))[pointer] == pointer:
                 pass  # the correct color moves to another slot
             source.update({f"choice{perm[i]}": colors[i] for i in range(k)})
         if family in ("randomLetter", "both"):
-            old = [base[f"letter{i}"] for i in range(k)]
             while True:
                 new = sorted(rng.choice(self.letters, k, replace=False).tolist())
                 if (new[pointer] != old[pointer]) if family == "randomLetter" else (new != old):
@@ -121,10 +140,15 @@ class MCQA(Task):
         return source
 
     def sample_pairs(self, rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-        """Bases from :meth:`sample_inputs`; the families cycle so each gets a third of the pairs."""
+        """Bases from :meth:`sample_inputs`; the families cycle so each gets a quarter of the pairs. A
+        sameLetter pair whose base admits no such source gets a fresh base."""
         base = self.sample_inputs(rng, n)
         families = [FAMILIES[i % len(FAMILIES)] for i in rng.permutation(n)]
-        sources = [self._counterfactual(rng, row, family) for (_, row), family in zip(base.iterrows(), families)]
+        sources = []
+        for i, family in enumerate(families):
+            while (source := self._counterfactual(rng, base.iloc[i], family)) is None:
+                base.iloc[i] = self.sample_inputs(rng, 1).iloc[0]
+            sources.append(source)
         return base, pd.DataFrame(sources)[base.columns], families
 
     def label(self, output_value: Any) -> int:
