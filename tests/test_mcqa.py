@@ -16,7 +16,8 @@ from plotlib.config import load_yaml, resolve_benchmark
 from plotlib.io import write_json
 from plotlib.lm import CausalLMBackbone, load_lm_backbone
 from plotlib.tasks import make_task
-from plotlib.tasks.mcqa import FAMILIES, _word_tokenizer
+from plotlib.tasks.mcqa import FAMILIES, MCQA
+from plotlib.tasks.prompted import word_tokenizer
 from workflow_runs import ROOT
 
 BASE = {"object": "lemon", "color": "gold", "facts": "lemon=gold", "order": "0",
@@ -118,7 +119,7 @@ def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
     """A random model saved with save_pretrained is loaded by path like a hub model and benchmarked."""
-    tokenizer = _word_tokenizer()
+    tokenizer = word_tokenizer(MCQA({}, 0).words())
     model_dir = tmp_path / arch
     _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)

@@ -16,17 +16,15 @@ activation is the choices' residuals concatenated in slot order).
 """
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plotlib.causal import CausalModel
 from plotlib.readout import SoftmaxReadout
-from plotlib.sites import Location
-from plotlib.tasks import Task, register_task
+from plotlib.tasks import register_task
+from plotlib.tasks.prompted import PromptedTask
 
 OBJECTS = ("banana", "apple", "sky", "grass", "cherry", "lemon", "snow", "coal", "tomato", "carrot", "ocean", "leaf",
            "rose", "violet", "pumpkin", "lime", "plum", "sand", "cloud", "frog", "flamingo", "crow", "salmon", "cocoa")
@@ -38,25 +36,13 @@ POSITIONS = ("last", "letter", "color", "choices")
 FAMILIES = ("randomLetter", "sameLetter", "answerPosition", "both")
 
 
-def _word_tokenizer():
-    """The word-level tokenizer of the transformer trained here (``tokenizers``), as a fast HF tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "[EOS]", "The", "is", "What", "color", "the", "Answer", ".", "?", ":",
-             *OBJECTS, *COLORS, *LETTERS]
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", pad_token="[PAD]", eos_token="[EOS]",
-                                   padding_side="right")
-
-
 @register_task("mcqa")
-class MCQA(Task):
+class MCQA(PromptedTask):
     """Options: ``n_choices`` (4), ``n_facts`` (2: the asked object's fact and distractors, shuffled),
     ``n_letters`` (letters drawn per prompt come from the first ``n_letters`` of A..S, 8)."""
 
     targets = ("answer_pointer", "answer_token")
+    position_names = POSITIONS
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         super().__init__(options, seed)
@@ -67,13 +53,12 @@ class MCQA(Task):
             raise ValueError(f"mcqa needs 2 <= n_choices <= n_letters ({len(self.letters)}), got {self.n_choices}")
         if not 1 <= self.n_facts <= min(self.n_choices, len(OBJECTS)):
             raise ValueError(f"mcqa needs 1 <= n_facts <= n_choices, got {self.n_facts}")
+        self.answer_words = self.letters
         self.readout = SoftmaxReadout(len(self.letters))
         k = self.n_choices
         # facts and their order shape the prompt, not the answer: inputs without children
         self.input_names = ("object", "color", "facts", "order", *(f"choice{i}" for i in range(k)), *(f"letter{i}" for i in range(k)))
-        self.positions = tuple(options.get("positions", POSITIONS))
-        if "last" not in self.positions or set(self.positions) - set(POSITIONS):
-            raise ValueError(f"mcqa positions must include 'last' and come from {POSITIONS}, got {list(self.positions)}")
+        self.positions = self._grid_positions(options, POSITIONS)
         self.causal_model = CausalModel(
             inputs=self.input_names,
             parents={"answer_pointer": ("color", *(f"choice{i}" for i in range(k))),
@@ -151,9 +136,6 @@ class MCQA(Task):
             sources.append(source)
         return base, pd.DataFrame(sources)[base.columns], families
 
-    def label(self, output_value: Any) -> int:
-        return self.letters.index(output_value)
-
     def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
         k = self.n_choices
         choices = inputs[[f"choice{i}" for i in range(k)]].to_numpy()
@@ -167,6 +149,9 @@ class MCQA(Task):
         return np.array([self.letters.index(t) for t in np.broadcast_to(token, (len(inputs),))])
 
     # --- text and tokens -------------------------------------------------------------------------
+
+    def words(self) -> list[str]:
+        return ["The", "is", "What", "color", "the", "Answer", ".", "?", ":", *OBJECTS, *COLORS, *LETTERS]
 
     def prompt(self, row: dict) -> tuple[str, dict[str, Any]]:
         """The prompt text and the character offsets of the named positions' words (a list for a span)."""
@@ -193,96 +178,3 @@ class MCQA(Task):
     def spans(self) -> dict[str, int]:
         """Positions that name several tokens per row, with their token counts."""
         return {"choices": self.n_choices}
-
-    @cached_property
-    def tokenizer(self):
-        pretrained = self.backbone_options.get("pretrained")
-        if self.backbone_options.get("kind") == "pretrained":
-            from plotlib.lm import load_tokenizer
-            return load_tokenizer(pretrained)
-        return _word_tokenizer()
-
-    @cached_property
-    def answer_token_ids(self) -> list[int]:
-        """The vocabulary id of each answer letter as the model would write it after "Answer:"."""
-        ids = []
-        for letter in self.letters:
-            pieces = self.tokenizer.encode(f" {letter}", add_special_tokens=False)
-            if len(pieces) != 1:
-                raise ValueError(f"answer letter {letter!r} is not a single token for this tokenizer: {pieces}")
-            ids.append(pieces[0])
-        return ids
-
-    def encode(self, inputs: pd.DataFrame):
-        """Right-padded token ids with the token index (indices, for a span) of each named position per row."""
-        from plotlib.lm import LMInputs
-
-        texts, offsets = zip(*(self.prompt(r) for r in inputs.to_dict("records")))
-        enc = self.tokenizer(list(texts), padding=True, return_offsets_mapping=True)  # lists: faster than "pt"
-        positions = {name: [] for name in POSITIONS}
-        for row, (chars, spans, mask) in enumerate(zip(offsets, enc["offset_mapping"], enc["attention_mask"])):
-            token_at = {}  # character -> the first real token covering it
-            for t, (start, end) in enumerate(spans):
-                if mask[t]:
-                    for char in range(start, end):
-                        token_at.setdefault(char, t)
-            for name in POSITIONS:
-                wanted = chars[name] if name in self.spans else [chars[name]]
-                if any(char not in token_at for char in wanted):
-                    raise ValueError(f"position {name!r} (characters {wanted}) maps to no token in {texts[row]!r}")
-                tokens = [token_at[char] for char in wanted]
-                positions[name].append(tokens if name in self.spans else tokens[0])
-        positions = {name: torch.tensor(rows, dtype=torch.long) for name, rows in positions.items()}
-        ids, mask = torch.tensor(enc["input_ids"]), torch.tensor(enc["attention_mask"])
-        if not torch.equal(positions["last"], mask.sum(1) - 1):
-            raise ValueError("the prompt's last character must be in its last token")
-        return LMInputs(ids, mask, positions)
-
-    # --- backbone and sites ----------------------------------------------------------------------
-
-    def build_backbone(self, options: dict[str, Any], seed: int) -> torch.nn.Module:
-        """A fresh, seeded GPT-2 or Llama (``architecture``; ``layers`` x ``width``, ``heads``) over the
-        word-level vocabulary, or the pretrained model named by ``backbone.pretrained``."""
-        from plotlib.lm import CausalLMBackbone, load_causal_lm
-
-        if options.get("kind") == "pretrained":
-            model, _ = load_causal_lm(options["pretrained"], options.get("dtype", "float32"), options.get("device", "auto"))
-            return CausalLMBackbone(model, self.answer_token_ids, self.spans)
-        torch.manual_seed(seed)
-        tok = self.tokenizer
-        layers, width, heads = int(options.get("layers", 4)), int(options.get("width", 128)), int(options.get("heads", 4))
-        if options.get("architecture", "gpt2") == "llama":
-            from transformers import LlamaConfig, LlamaForCausalLM
-            config = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
-                                 num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=int(options.get("max_length", 64)),
-                                 bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-            return CausalLMBackbone(LlamaForCausalLM(config), self.answer_token_ids, self.spans)
-        from transformers import GPT2Config, GPT2LMHeadModel
-        config = GPT2Config(vocab_size=len(tok), n_positions=int(options.get("max_length", 64)), n_embd=width, n_layer=layers, n_head=heads,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                            bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-        return CausalLMBackbone(GPT2LMHeadModel(config), self.answer_token_ids, self.spans)
-
-    def coarse_locations(self, backbone: torch.nn.Module) -> list[Location]:
-        return [Location(layer, pos) for layer in backbone.layer_names for pos in self.positions]
-
-
-    def planned_locations(self, backbone_options: dict[str, Any], seed: int) -> list[Location]:
-        """From the configuration alone: a pretrained model is not loaded just to count its layers."""
-        from plotlib.lm import layer_names_for
-
-        if backbone_options.get("kind") == "pretrained":
-            from plotlib.lm import load_config
-            depth = load_config(backbone_options["pretrained"]).num_hidden_layers
-        else:
-            depth = int(backbone_options.get("layers", 4))
-        return [Location(layer, pos) for layer in layer_names_for(depth) for pos in self.positions]
-
-    def save_backbone(self, model: torch.nn.Module, path: str) -> None:
-        from plotlib.lm import save_lm_backbone
-        save_lm_backbone(model, path, self.backbone_options if self.backbone_options.get("kind") == "pretrained" else None,
-                         self.tokenizer)
-
-    def load_backbone(self, path: str) -> torch.nn.Module:
-        from plotlib.lm import load_lm_backbone
-        return load_lm_backbone(path, self.spans)
