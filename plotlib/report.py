@@ -231,15 +231,28 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def stage_a_lines(out: Path, runs: list[tuple[str, int]], bench: str) -> list[str]:
-    """Where PLOT's Stage A put each variable, per seed (a plain statement for the report)."""
+def site_locations(sites: str) -> list[str]:
+    """The coarse locations a handle's or a DAS answer's ``sites`` label touches, in order."""
+    return list(dict.fromkeys(part.strip().split("/")[0] for part in sites.split(" + ")))
+
+
+def found_lines(accuracy: pd.DataFrame, bench: str, locations: list[str]) -> list[str]:
+    """Where each variable was found: the location of PLOT's and Full DAS's answers per seed with test IIA,
+    saying plainly when it is the input embedding or the last layer's output (not inside the network)."""
+    layers = list(dict.fromkeys(loc.split("@")[0] for loc in locations))
+    edge = {layers[0]: "the input embedding", layers[-1]: "the last layer's output"} if len(layers) > 1 and "@" in locations[0] else {}
+    rows = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test") & (accuracy.metric == "combined")
+                    & accuracy.method.isin(["PLOT", "Full DAS"])]
     lines = []
-    for b, seed in runs:
-        handles = RunPaths(str(out / b / f"seed{seed}")).handles("PLOT")
-        if b == bench and Path(handles).exists():
-            chosen = read_json(handles)
-            lines.append(f"- seed {seed}: " + ", ".join(f"{v} -> {' + '.join(h['handle']['sites'])}" for v, h in chosen.items()))
-    return ["PLOT handle sites per variable (Stage A where the benchmark has stages):", "", *lines, ""] if lines else []
+    for (method, variable), part in rows.groupby(["method", "variable"], sort=True):
+        found = []
+        for seed, sites, value in zip(part.seed, part.sites, part.value):
+            where = site_locations(sites)
+            note = sorted({edge[loc.split("@")[0]] for loc in where if loc.split("@")[0] in edge})
+            found.append(f"{' + '.join(where)} (seed {seed}, IIA {value:.3f}{'; ' + ', '.join(note) if note else ''})")
+        lines.append(f"- {method}, {variable}: " + "; ".join(found))
+    return ["Where each variable was found (test IIA; a location at the input embedding or the last layer's output "
+            "is not inside the network):", "", *lines, ""] if lines else []
 
 
 def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accuracy: pd.DataFrame, runtime: pd.DataFrame) -> list[str]:
@@ -348,8 +361,8 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
         lines += [""] if any(b == bench for b, _ in excluded) else []
         lines += benchmark_tables(bench, methods, summary, accuracy, runtime)
         lines += localization_lines(located, bench)
-        lines += stage_a_lines(out, runs, bench)
         first_seed, locations = first_seeds[bench], locations_of[bench]
+        lines += found_lines(accuracy, bench, locations)
         figs = figure_paths(bench, first_seed, methods, any("@" in loc for loc in locations))
         runtime_vs_iia_figure(summary, bench, out / figs["runtime_vs_iia"])
         lines += [f"![runtime versus IIA]({figs['runtime_vs_iia']})", ""]

@@ -47,7 +47,7 @@ def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dic
     schedule = learning_rate_schedule(optimizer, cfg["steps"], cfg.get("warmup_steps", 0))
     torch.manual_seed(seed)
     for step in range(1, cfg["steps"] + 1):
-        batch = task.sample_inputs(rng, cfg["batch_size"])
+        batch = task.training_inputs(rng, cfg["batch_size"])
         loss = task.readout.loss(backbone(task.encode(batch)), torch.as_tensor(task.outputs(batch)))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}")

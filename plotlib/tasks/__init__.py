@@ -125,6 +125,12 @@ class Task(ABC):
         banks partition a finite input set override this."""
         return self.sample_pairs(rng, sizes[split])
 
+    def training_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+        """A batch of inputs to train the backbone on: :meth:`sample_inputs` unless the task trains on a
+        wider distribution (a curriculum of easier cases); factual accuracy is still measured on
+        :meth:`evaluation_inputs`."""
+        return self.sample_inputs(rng, n)
+
     def evaluation_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
         """Held-out inputs for factual accuracy: ``n`` fresh samples unless the task enumerates all."""
         return self.sample_inputs(rng, n)

@@ -1,8 +1,9 @@
 """Multi-hop pointer chasing, for a transformer trained here: variables that must be computed inside.
 
-"k = d ; d = 7 ; b = k ; c = a ; a = 2 ; e = c ; ? b" -> 7: each prompt binds ``chains`` chains of names
-(head -> 1st -> ... -> ``hops``-th name -> a digit), one statement per link, in shuffled order, and asks
-for the digit at the end of one chain. Target variables ``H1`` .. ``H<hops>``: the name reached after
+"kd d7 bk ca a2 ec ? b" -> 7: each prompt binds ``chains`` chains of names (head -> 1st -> ... ->
+``hops``-th name -> a digit), in shuffled order, and asks for the digit at the end of one chain. Each
+statement is one token ("bk": b is bound to k), so a lookup is one attention step, and no token holds a
+hop's result on its own: the name k sits in "bk" beside the name that points to it. Target variables ``H1`` .. ``H<hops>``: the name reached after
 each hop from the queried head. None is the output, and resolving hop j takes j lookups, so the
 variables cannot all live at one depth.
 
@@ -11,8 +12,8 @@ chains' digits redrawn: every target invariant), ``swap<j>`` (the queried chain'
 with another chain's: only ``H<j>`` changes) and ``otherQuery`` (another chain is asked: every target
 changes). So every target is sensitive on 2 of every ``hops + 2`` pairs and invariant on the rest.
 
-Named positions: ``last`` (the asked name, where the answer is read) and ``link<j>`` (the right-hand
-token of the queried chain's j-th statement: the name ``H<j>``, or the digit for the last link).
+Named positions: ``last`` (the asked name, where the answer is read) and ``link<j>`` (the queried
+chain's j-th statement, whose right-hand side is ``H<j>``, or the digit for the last link).
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def follow(links: str, name: str) -> str:
 @register_task("pointer_chase")
 class PointerChase(PromptedTask):
     """Options: ``chains`` (2), ``hops`` (2: names between the head and the digit), ``names`` (the first
-    ``names`` of a..p, 10), ``positions`` (from ``last`` and ``link1`` .. ``link<hops + 1>``)."""
+    ``names`` of a..p, 10), ``curriculum`` (train on chains of 0..hops hops, False), ``positions`` (from ``last`` and ``link1`` .. ``link<hops + 1>``)."""
 
     answer_words = DIGITS
     readout = SoftmaxReadout(len(DIGITS))
@@ -58,6 +59,7 @@ class PointerChase(PromptedTask):
         self.n_chains = int(options.get("chains", 2))
         self.hops = int(options.get("hops", 2))
         self.names = NAMES[: int(options.get("names", 10))]
+        self.curriculum = bool(options.get("curriculum", False))
         if self.hops < 1 or self.n_chains < 2:
             raise ValueError(f"pointer_chase needs hops >= 1 and chains >= 2, got hops {self.hops}, chains {self.n_chains}")
         if self.n_chains * (self.hops + 1) > len(self.names) or self.n_chains > len(DIGITS):
@@ -74,19 +76,28 @@ class PointerChase(PromptedTask):
 
     # --- inputs and pairs --------------------------------------------------------------------------
 
-    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, int]:
+    def _draw(self, rng: np.random.Generator, hops: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
         """A prompt's structure: names (chains, hops + 1), digits (chains,), the queried chain."""
-        nodes = rng.choice(len(self.names), (self.n_chains, self.hops + 1), replace=False)
+        hops = self.hops if hops is None else hops
+        nodes = rng.choice(len(self.names), (self.n_chains, hops + 1), replace=False)
         return nodes, rng.choice(len(DIGITS), self.n_chains, replace=False), int(rng.integers(self.n_chains))
 
     def _render(self, rng: np.random.Generator, nodes: np.ndarray, digits: np.ndarray, chain: int) -> dict:
         """The input row: statements in a random order, and the asked head."""
-        links = [f"{self.names[c[j]]}={self.names[c[j + 1]]}" for c in nodes for j in range(self.hops)]
+        links = [f"{self.names[c[j]]}={self.names[c[j + 1]]}" for c in nodes for j in range(nodes.shape[1] - 1)]
         links += [f"{self.names[c[-1]]}={DIGITS[d]}" for c, d in zip(nodes, digits)]
         return {"links": " ".join(links[i] for i in rng.permutation(len(links))), "query": self.names[nodes[chain, 0]]}
 
     def sample_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
         return pd.DataFrame([self._render(rng, *self._draw(rng)) for _ in range(n)])
+
+    def training_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
+        """With ``curriculum``, chains of 0 to ``hops`` hops (one length per prompt, uniform): a model
+        learns one lookup before composing them (without it, small models sat at chance between the
+        chains' digits for 3000 steps on development seeds)."""
+        if not self.curriculum:
+            return self.sample_inputs(rng, n)
+        return pd.DataFrame([self._render(rng, *self._draw(rng, int(rng.integers(self.hops + 1)))) for _ in range(n)])
 
     def _source(self, rng: np.random.Generator, nodes: np.ndarray, digits: np.ndarray, chain: int, family: str) -> dict:
         nodes, digits = nodes.copy(), digits.copy()
@@ -112,23 +123,33 @@ class PointerChase(PromptedTask):
             sources.append(self._source(rng, *structure, family))
         return pd.DataFrame(bases), pd.DataFrame(sources), families
 
+    def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
+        """Without interventions, each chain is followed to its digit (curriculum chains are shorter)."""
+        if interventions:
+            return super().outputs(inputs, interventions)
+        answers = []
+        for links, name in zip(inputs["links"], inputs["query"]):
+            while name not in DIGITS:
+                name = follow(links, name)
+            answers.append(self.label(name))
+        return np.array(answers)
+
     # --- text ----------------------------------------------------------------------------------------
 
     def words(self) -> list[str]:
-        return [*NAMES, *DIGITS, "=", ";", "?"]
+        return [*NAMES, *DIGITS, "?", *(a + b for a in NAMES for b in (*NAMES, *DIGITS) if a != b)]
 
     def prompt(self, row: dict) -> tuple[str, dict[str, Any]]:
-        """"a = b ; b = 7 ; ... ; ? a", with the character of each link's right-hand side on the queried chain."""
+        """"ab b7 ... ? a", with the character where each statement of the queried chain starts."""
         text, right = "", {}
         for link in row["links"].split():
             left, value = link.split("=")
-            text += f"{left} = "
             right[left] = len(text)
-            text += f"{value} ; "
+            text += f"{left}{value} "
         text += f"? {row['query']}"
         chars = {"last": len(text) - 1}
         name = row["query"]
-        for j in range(1, self.hops + 2):
+        for j in range(1, self.hops + 2):  # a shorter (curriculum) chain repeats its last statement
             chars[f"link{j}"] = right[name]
-            name = bindings(row["links"])[name]
+            name = bindings(row["links"])[name] if bindings(row["links"])[name] in right else name
         return text, chars
