@@ -13,12 +13,11 @@ import yaml
 from plotlib import pipeline
 from plotlib.banks import make_bank
 from plotlib.config import load_yaml, resolve_benchmark
-from plotlib.io import write_json
 from plotlib.lm import CausalLMBackbone, load_lm_backbone
 from plotlib.tasks import make_task
 from plotlib.tasks.mcqa import FAMILIES, MCQA
 from plotlib.tasks.prompted import word_tokenizer
-from workflow_runs import ROOT
+from workflow_runs import ROOT, run_stages
 
 BASE = {"object": "lemon", "color": "gold", "facts": "lemon=gold", "order": "0",
         "choice0": "red", "choice1": "gold", "choice2": "blue", "choice3": "pink",
@@ -93,25 +92,7 @@ def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
     raw["backbone"].update(spec_changes)
     spec_file = tmp_path / "mcqa_pretrained.yaml"
     spec_file.write_text(yaml.safe_dump(raw))
-    spec = resolve_benchmark(spec_file, "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
-    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
-    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
-    pipeline.stage_train(run)
-    pipeline.stage_banks(run)
-    for split in ("fit", "calibration", "test", "das_train"):
-        pipeline.stage_cache(run, split)
-    pipeline.stage_signatures(run, "coarse")
-    pipeline.stage_couple(run, "coarse", ["PLOT"])
-    pipeline.stage_calibrate(run, "PLOT")
-    locations = [loc.id for loc in run.locations]
-    for location in locations:
-        pipeline.stage_das_location(run, "Full DAS", location)
-    pipeline.stage_das_select(run, "Full DAS", locations)
-    pipeline.stage_guided_das(run, "PLOT-DAS")
-    for grid, method in (("pca", "PLOT-PCA"), ("native", "PLOT-native")):
-        pipeline.stage_signatures(run, grid)
-        pipeline.stage_couple(run, grid, [method])
-        pipeline.stage_calibrate(run, method)
+    run = run_stages(spec_file, tmp_path, refine=(("pca", "PLOT-PCA"), ("native", "PLOT-native")))
     pipeline.stage_guided_das(run, "PLOT-PCA-DAS")
     return run
 

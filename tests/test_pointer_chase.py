@@ -8,6 +8,7 @@ import pytest
 
 from plotlib.banks import make_bank
 from plotlib.tasks import make_task
+from workflow_runs import ROOT, run_stages
 
 BASE = {"links": "k=d d=7 b=k c=a a=2 e=c", "query": "b"}
 
@@ -56,3 +57,12 @@ def test_named_positions_point_at_the_queried_chains_statements(task):
     assert " ".join(tokens) == "kd d7 bk ca a2 ec ? b"
     named = {name: tokens[int(x.positions[name][0])] for name in task.position_names}
     assert named == {"last": "b", "link1": "bk", "link2": "kd", "link3": "d7"}
+
+
+def test_tiny_run_localizes_on_the_layer_token_grid(tmp_path):
+    """The shipped spec's tiny scale runs every stage, on (layer, position) sites of its named positions."""
+    run = run_stages(ROOT / "benchmarks" / "pointer_chase.yaml", tmp_path)
+    assert [loc.id for loc in run.locations] == [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "link1")]
+    for method in ("PLOT", "Full DAS", "PLOT-DAS"):
+        acc = pd.read_parquet(run.paths.accuracy(method))
+        assert set(acc.variable) == {"H1", "H2"} and acc.value.between(0, 1).all()

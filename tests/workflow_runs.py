@@ -42,3 +42,32 @@ def tiny_run(workdir: Path) -> Path:
     result = snakemake(workdir, config=TINY)
     assert result.returncode == 0, result.stderr[-4000:]
     return workdir / "results"
+
+
+def run_stages(spec_file: Path, workdir: Path, refine: tuple[tuple[str, str], ...] = ()):
+    """Every stage of one seed-0 run in process (no Snakemake) on the spec's tiny scale: backbone, banks,
+    caches, PLOT, Full DAS over every location, PLOT-DAS, and each (grid, method) of ``refine``."""
+    from plotlib import pipeline
+    from plotlib.config import load_yaml, resolve_benchmark
+    from plotlib.io import write_json
+
+    spec = resolve_benchmark(spec_file, "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    write_json({"name": Path(spec_file).stem, "scale": "tiny", "spec": spec}, workdir / "spec.json")
+    run = pipeline.Run(str(workdir / "spec.json"), 0, str(workdir / "run"))
+    pipeline.stage_train(run)
+    pipeline.stage_banks(run)
+    for split in ("fit", "calibration", "test", "das_train"):
+        pipeline.stage_cache(run, split)
+    pipeline.stage_signatures(run, "coarse")
+    pipeline.stage_couple(run, "coarse", ["PLOT"])
+    pipeline.stage_calibrate(run, "PLOT")
+    locations = [loc.id for loc in run.locations]
+    for location in locations:
+        pipeline.stage_das_location(run, "Full DAS", location)
+    pipeline.stage_das_select(run, "Full DAS", locations)
+    pipeline.stage_guided_das(run, "PLOT-DAS")
+    for grid, method in refine:
+        pipeline.stage_signatures(run, grid)
+        pipeline.stage_couple(run, grid, [method])
+        pipeline.stage_calibrate(run, method)
+    return run
