@@ -168,15 +168,18 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
     _savefig(fig, path)
 
 
-SCALING_FIGURE = "figures/scaling_speedup_vs_sites.png"
+def scaling_series(specs: dict[str, dict]) -> dict[str, list[str]]:
+    """Scaling series: per task, its benchmarks that compare Full DAS with PLOT-DAS, where a task has two
+    or more (the scaling preset); empty if the run has none."""
+    by_task: dict[str, list[str]] = {}
+    for bench, spec in specs.items():
+        if {BASELINE, "PLOT-DAS"} <= set(spec["methods"]):
+            by_task.setdefault(spec["task"], []).append(bench)
+    return {task: benches for task, benches in by_task.items() if len(benches) >= 2}
 
 
-def scaling_benchmarks(specs: dict[str, dict]) -> list[str]:
-    """Benchmarks forming a scaling series: two or more specs of one task, each comparing Full DAS with
-    PLOT-DAS (the scaling preset); empty if the run has no such series."""
-    series = [b for b, spec in specs.items() if {BASELINE, "PLOT-DAS"} <= set(spec["methods"])]
-    tasks = {specs[b]["task"] for b in series}
-    return series if len(series) >= 2 and len(tasks) == 1 else []
+def scaling_figure_path(task: str) -> str:
+    return f"figures/scaling_{slug(task)}_speedup_vs_sites.png"
 
 
 def scaling_figure(summary: pd.DataFrame, n_sites: dict[str, int], path: str | os.PathLike) -> pd.DataFrame:
@@ -195,7 +198,7 @@ def scaling_figure(summary: pd.DataFrame, n_sites: dict[str, int], path: str | o
         ax.annotate(r.benchmark, (r.coarse_sites, r.speedup), textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel("coarse candidate sites")
     ax.set_ylabel("speedup: Full DAS time / PLOT-DAS time")
-    ax.set_title("PLOT-DAS speedup versus number of candidate sites")
+    ax.set_title(f"PLOT-DAS speedup versus candidate sites: {', '.join(table.benchmark)}", fontsize=9)
     ax.grid(alpha=0.3)
     _savefig(fig, path)
     return table
@@ -377,9 +380,9 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
             variables = list(read_json(first.handles("PLOT")))
             layer_token_figure(first, locations, variables, out / figs["layer_token"])
             lines += [f"![Full DAS versus PLOT over layer x token sites]({figs['layer_token']})", ""]
-    series = scaling_benchmarks(specs)
-    if series:
-        table = scaling_figure(summary, {b: len(locations_of[b]) for b in series}, out / SCALING_FIGURE)
-        lines += ["## Scaling", "", "Full DAS and PLOT-DAS per benchmark of the series (counted seconds and test IIA, mean over seeds):", "",
-                  _markdown(table), "", f"![speedup versus candidate sites]({SCALING_FIGURE})", ""]
+    for task, series in scaling_series(specs).items():
+        path = scaling_figure_path(task)
+        table = scaling_figure(summary, {b: len(locations_of[b]) for b in series}, out / path)
+        lines += [f"## Scaling: {task}", "", "Full DAS and PLOT-DAS per benchmark of the series (counted seconds and test IIA, mean over seeds):", "",
+                  _markdown(table), "", f"![speedup versus candidate sites]({path})", ""]
     write_text("\n".join(lines), out / "report.md")

@@ -158,7 +158,7 @@ def test_bad_model_paths_are_named(tmp_path):
 
 def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path):
     from plotlib.config import ConfigError
-    from plotlib.report import scaling_benchmarks
+    from plotlib.report import scaling_series
 
     schema = load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml")
     base = resolve_benchmark(ROOT / "benchmarks" / "mcqa.yaml", "default", schema)
@@ -169,7 +169,7 @@ def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path
     assert specs["mcqa_depth4"]["training"] == base["training"]
     assert specs["mcqa_depth12"]["training"] == {**base["training"], "steps": 10000, "eval_every": 2000}
     assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 2
-    assert scaling_benchmarks(specs) == list(specs) and scaling_benchmarks({"mcqa": base}) == []
+    assert scaling_series(specs) == {"mcqa": list(specs)} and scaling_series({"mcqa": base}) == {}
     (tmp_path / "a.yaml").write_text("base: b\n")
     (tmp_path / "b.yaml").write_text("base: a\n")
     with pytest.raises(ConfigError, match="circular"):

@@ -1,6 +1,6 @@
 # The report: long tables, summary.csv, report.md and figures, from every (benchmark, seed) run.
 
-from plotlib.report import SCALING_FIGURE, figure_paths, scaling_benchmarks
+from plotlib.report import figure_paths, scaling_figure_path, scaling_series
 
 report: "../report/workflow.rst"
 
@@ -11,7 +11,7 @@ FIGURES = {
     for kind, path in figure_paths(bench, CFG["seeds"][0], METHODS_OF[bench],
                                    any("@" in loc for loc in location_ids(bench, CFG["seeds"][0]))).items()
 }
-SCALING = [f"{OUT}/{SCALING_FIGURE}"] if scaling_benchmarks(RUN.benchmarks) else []
+SCALING = [f"{OUT}/{scaling_figure_path(task)}" for task in scaling_series(RUN.benchmarks)]
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values(), *SCALING]
 
 
