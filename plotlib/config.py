@@ -72,7 +72,10 @@ def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"file not found: {path}")
-    return yaml.safe_load(path.read_text()) or {}
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
 
 
 def load_spec(spec_path: str | Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -80,8 +83,9 @@ def load_spec(spec_path: str | Path, seen: tuple[Path, ...] = ()) -> dict:
     the same way) with this one's keys merged over it, so variants (e.g. depths) restate only what differs."""
     path = Path(spec_path)
     raw = load_yaml(path)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a benchmark spec must be a mapping")
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f"{path}: a benchmark spec must be a mapping of keys (task, backbone, banks, ...); "
+                          f"this file is {'empty' if not raw else type(raw).__name__}")
     if "base" not in raw:
         return raw
     parent = path.with_name(f"{raw.pop('base')}.yaml")

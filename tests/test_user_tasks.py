@@ -118,3 +118,16 @@ def test_sections_a_spec_does_not_use_are_not_required(tmp_path):
     path.write_text(yaml.safe_dump({**spec, "methods": ["PLOT", "Full DAS"]}))
     with pytest.raises(ConfigError, match="handles_only key 'das': required by Full DAS"):
         resolve_benchmark(path, "default", schema)
+
+
+def test_malformed_or_empty_spec_files_are_named(tmp_path):
+    schema = load_yaml(SCHEMAS / "benchmark.schema.yaml")
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("task: hierarchical_equality\nbanks: {fit: 10\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML") as err:
+        resolve_benchmark(bad, "default", schema)
+    assert len(str(err.value).splitlines()) < 10
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    with pytest.raises(ConfigError, match=r"empty\.yaml: a benchmark spec must be a mapping .* this file is empty"):
+        resolve_benchmark(empty, "default", schema)
