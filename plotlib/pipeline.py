@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
 from plotlib.cache import CachedBank, build_cache, capture_locations
+from plotlib.config import ConfigError
 from plotlib.das import Cell, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles, solver_params
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
@@ -145,6 +146,22 @@ def coarse_location_ids(spec: dict, seed: int) -> list[str]:
     """Coarse location ids of a benchmark, known before training (for the DAG's Full DAS fan-out)."""
     task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"], spec["imports"])
     return [loc.id for loc in task.planned_locations(spec["backbone"], seed)]
+
+
+def check_site_sizes(spec: dict, spec_name: str) -> None:
+    """Stage B group, prefix and band sizes must fit the narrowest coarse location (Stage B may pick it),
+    and DAS dimensions the widest (a k is capped at each narrower site's width). Raises ConfigError naming
+    the key, before any job runs."""
+    task = make_task(spec["task"], spec["task_options"], 0, spec["backbone"], spec["imports"])
+    widths = task.planned_widths(spec["backbone"], 0)
+    narrow, wide = min(widths, key=widths.get), max(widths, key=widths.get)
+    checks = [("refine", key, narrow) for key in ("native_groups", "pca_prefixes", "pca_bands")] + [("das", "dims", wide)]
+    for section, key, location in checks:
+        too_big = [v for v in (spec.get(section) or {}).get(key, []) if v > widths[location]]
+        if too_big:
+            raise ConfigError(f"benchmark spec {spec_name} key '{section}.{key}': {too_big} exceed the "
+                              f"{'narrowest' if location == narrow else 'widest'} coarse location ({location}, "
+                              f"{widths[location]} wide)")
 
 
 def derived_seed(*parts: object) -> int:
@@ -385,6 +402,9 @@ def _das_cells(run: Run, location: str, variable: str, within: torch.Tensor | No
     on the method."""
     cfg = run.spec["das"]
     room = run.widths[location] if within is None else within.shape[1]
+    capped = sorted(k for k in (dims or cfg["dims"]) if k > room)
+    if capped:
+        log.info("das.dims %s capped at %d, the room at %s (%s)", capped, room, location, support)
     return [Cell(variable, k, lr, derived_seed(run.seed, variable, location, k, lr), within, support)
             for k in sorted({min(k, room) for k in (dims or cfg["dims"])}) for lr in cfg["lrs"]]
 

@@ -131,3 +131,18 @@ def test_malformed_or_empty_spec_files_are_named(tmp_path):
     empty.write_text("# nothing yet\n")
     with pytest.raises(ConfigError, match=r"empty\.yaml: a benchmark spec must be a mapping .* this file is empty"):
         resolve_benchmark(empty, "default", schema)
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("refine", "native_groups", [128, 8], r"'refine\.native_groups': \[128\] exceed the narrowest coarse location \(emb@last, 64 wide\)"),
+    ("refine", "pca_prefixes", [65], r"'refine\.pca_prefixes': \[65\]"),
+    ("das", "dims", [1, 512], r"'das\.dims': \[512\] exceed the widest coarse location \(emb@choices, 256 wide\)"),
+])
+def test_stage_b_and_das_sizes_larger_than_the_sites_are_rejected_before_any_job(section, key, value, message):
+    from plotlib.pipeline import check_site_sizes
+
+    spec = resolve_benchmark(BENCHMARKS / "mcqa.yaml", "default", load_yaml(SCHEMAS / "benchmark.schema.yaml"))
+    check_site_sizes(spec, "mcqa.yaml")  # the shipped spec fits (das.dims 256 is the choices span's width)
+    spec[section][key] = value
+    with pytest.raises(ConfigError, match=r"benchmark spec mcqa\.yaml key " + message):
+        check_site_sizes(spec, "mcqa.yaml")

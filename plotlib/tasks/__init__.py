@@ -156,6 +156,12 @@ class Task(ABC):
         (the workflow fans Full DAS out over them). By default: build an untrained one and ask it."""
         return self.coarse_locations(self.build_backbone(backbone_options, seed))
 
+    def planned_widths(self, backbone_options: dict[str, Any], seed: int) -> dict[str, int]:
+        """The width of each coarse location, before any training (to check a spec's Stage B and DAS sizes
+        before any job runs). By default: build an untrained backbone and ask it."""
+        backbone = self.build_backbone(backbone_options, seed)
+        return {loc.id: backbone.width(loc.id) for loc in self.coarse_locations(backbone)}
+
     def save_backbone(self, model: torch.nn.Module, path: str) -> None:
         """Write a trained backbone to ``path`` (atomically)."""
         backbones.save_backbone(model, path)

@@ -148,6 +148,15 @@ class PromptedTask(Task):
             depth = int(backbone_options.get("layers", 4))
         return [Location(layer, pos) for layer in layer_names_for(depth) for pos in self.positions]
 
+    def planned_widths(self, backbone_options: dict[str, Any], seed: int) -> dict[str, int]:
+        """Residual width times the position's token count, from the configuration alone."""
+        if backbone_options.get("kind") == "pretrained":
+            from plotlib.lm import load_config
+            width = load_config(backbone_options["pretrained"]).get_text_config().hidden_size
+        else:
+            width = int(backbone_options.get("width", 128))
+        return {loc.id: width * self.spans.get(loc.position, 1) for loc in self.planned_locations(backbone_options, seed)}
+
     def save_backbone(self, model: torch.nn.Module, path: str) -> None:
         from plotlib.lm import save_lm_backbone
         save_lm_backbone(model, path, self.backbone_options if self.backbone_options.get("kind") == "pretrained" else None,

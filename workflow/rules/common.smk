@@ -8,12 +8,14 @@ from plotlib.config import ConfigError, load_run
 from plotlib.layout import RunPaths, slug
 from plotlib.methods import METHODS as METHOD_TABLE
 from plotlib.methods import GRIDS, coupling_methods
-from plotlib.pipeline import coarse_location_ids
+from plotlib.pipeline import check_site_sizes, coarse_location_ids
 
 BASE = Path(workflow.basedir)
 SCHEMAS = BASE / "workflow" / "schemas"
 try:
     RUN = load_run(config, SCHEMAS, BASE / "benchmarks")
+    for _bench, _spec in RUN.benchmarks.items():
+        check_site_sizes(_spec, RUN.spec_files[_bench].name)
 except ConfigError as err:
     raise WorkflowError(str(err))
 CFG = RUN.config
