@@ -25,6 +25,11 @@ def _report(args: argparse.Namespace) -> None:
     build_report(args.output_dir, runs)
 
 
+def _show(args: argparse.Namespace) -> None:
+    from plotlib.results import show
+    print(show(args.output_dir, args.benchmarks or None))
+
+
 def _stage(fn, uses_backbone: bool):
     """A subcommand that runs one pipeline stage of one (benchmark, seed) run; the backbone is loaded
     and warmed up before any stage timer starts."""
@@ -89,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--runs", nargs="+", required=True, help="benchmark:seed pairs")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("show", help="print a finished run's method tables and where each variable was found")
+    p.add_argument("output_dir", nargs="?", default="results", help="the run's output_dir (default: results)")
+    p.add_argument("--benchmarks", nargs="+", default=[], help="only these benchmarks")
+    p.set_defaults(func=_show)
     return parser
 
 

@@ -25,6 +25,7 @@ from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.localization import DECOY_FREE_BELOW  # noqa: E402
 from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
+from plotlib.results import site_locations  # noqa: E402
 
 
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
@@ -232,11 +233,6 @@ def _markdown(frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
-
-
-def site_locations(sites: str) -> list[str]:
-    """The coarse locations a handle's or a DAS answer's ``sites`` label touches, in order."""
-    return list(dict.fromkeys(part.strip().split("/")[0] for part in sites.split(" + ")))
 
 
 def found_lines(accuracy: pd.DataFrame, bench: str, locations: list[str]) -> list[str]:

@@ -1,6 +1,10 @@
 """Real Snakemake runs of a tiny config in temp dirs: outputs, schemas, figures, determinism, bad input."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import yaml
@@ -74,13 +78,25 @@ def test_figures_and_report(tiny_results):
     report = (tiny_results / "report.md").read_text()
     for method in set(METHODS["hierarchical_equality"]) | set(METHODS["binary_addition"]):
         assert f"| {method} |" in report
-    assert "- seed 0: C1 -> h" in report  # where Stage A put each carry, said plainly
+    for method in ("PLOT", "Full DAS"):  # where each carry was found, said plainly
+        assert re.search(rf"- {method}, C1: h\d+ \(seed 0, IIA [01]\.\d{{3}}\)", report), report
     for control in CONTROLS:  # and whether PLOT-DAS beats each control
         assert f"- PLOT-DAS versus {control}: IIA" in report
     # every heavy rule left a Snakemake benchmark record beside the in-job runtime rows
     assert (tiny_results / "hierarchical_equality/seed0/benchmarks/full_das_h1.tsv").exists()
     for t in TIMESTEPS["binary_addition"]:  # Full DAS fans out one job per timestep
         assert (tiny_results / f"binary_addition/seed0/benchmarks/full_das_{t}.tsv").exists()
+
+
+def test_show_prints_the_method_tables_of_a_finished_run(tiny_results):
+    from plotlib.cli import main
+
+    text = subprocess.run([sys.executable, "-m", "plotlib", "show", str(tiny_results), "--benchmarks", "binary_addition"],
+                          capture_output=True, text=True, check=True).stdout
+    assert text.startswith("== binary_addition") and "hierarchical_equality" not in text
+    assert re.search(r"Full DAS\s+1\s+[01]\.\d{3} \+- 0\.000\s+\d+\.\d{2} \+- 0\.00\s+1\.0x", text), text
+    assert re.search(r"Full DAS found C1 at seed 0: h\d", text)
+    assert main(["show", str(tiny_results / "missing")]) == 2
 
 
 def test_stage_b_reads_stage_a_and_guided_das_stays_inside_it(tiny_results):
