@@ -1,4 +1,4 @@
-"""Distributed Alignment Search: one low-rank orthonormal implementation (METHOD.md 6), trained a whole
+"""Distributed Alignment Search: one low-rank orthonormal implementation (docs/method.md §6), trained a whole
 grid at a time.
 
 The intervention is the interchange ``h <- h + Q Q^T (h_source - h)`` with Q (d x k) orthonormal,
@@ -200,6 +200,6 @@ def evaluate_rotation(backbone: nn.Module, bank: CachedBank, location: str, vari
 
 
 def dimension_hint(size: int, factors: list[float]) -> list[int]:
-    """The k grid suggested by a localized support of ``size`` dimensions (METHOD.md 6): size x each
+    """The k grid suggested by a localized support of ``size`` dimensions (docs/method.md §6): size x each
     factor, rounded, kept within 1..size."""
     return sorted({min(size, max(1, round(size * f))) for f in factors})

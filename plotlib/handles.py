@@ -1,4 +1,4 @@
-"""Intervention handles built from a coupling, and their calibration (METHOD.md 4).
+"""Intervention handles built from a coupling, and their calibration (docs/method.md §4).
 
 A handle for variable V keeps the top-k sites by pi(S | V), renormalizes their weights to sum to
 one, and applies ``h <- h + gain * w_S * P_S(h_source - h)`` at all of them in one forward pass.
@@ -129,7 +129,7 @@ def candidate_handles(pi_row: np.ndarray, sites: Sequence[Site], top_k: Iterable
                       alternatives: int = 1, cost_row: np.ndarray | None = None) -> list[tuple[dict, Handle]]:
     """Every (k, gain) handle of the calibration grid for one row of pi(S | V), in grid order. With
     ``alternatives`` > 1, k = 1 also tries each of the next-ranked sites alone ("the best of its top
-    few by calibration", METHOD.md 5); ``rank`` 0 is the top site. ``cost_row`` breaks ties in mass."""
+    few by calibration", docs/method.md §5); ``rank`` 0 is the top site. ``cost_row`` breaks ties in mass."""
     out = []
     order = rank_sites(pi_row, cost_row)
     for k in (k for k in top_k if k <= len(sites)):

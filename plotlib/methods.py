@@ -1,9 +1,9 @@
-"""The methods a benchmark can compare, and what each one is built from (METHOD.md 3-8).
+"""The methods a benchmark can compare, and what each one is built from (docs/method.md §3-8).
 
 One table answers, for every method name: is it a calibrated handle or a DAS search; on which site
 grid its coupling lives (``coarse``: the Stage A sites; ``native`` / ``pca``: Stage B inside each
 variable's Stage A location); which solver it uses; which earlier method it builds on; and so which
-runtime rows its counted time includes (METHOD.md 8).
+runtime rows its counted time includes (docs/method.md §8).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("PLOT-DAS", "das", parent="PLOT", where="guide"),
     Method("PLOT-native-DAS", "das", parent="PLOT-native", where="guide"),
     Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA", where="guide"),
-    # controls for a guide (METHOD.md 7): DAS at the brute-force site, and at a random coarse location
+    # controls for a guide (docs/method.md §7): DAS at the brute-force site, and at a random coarse location
     Method("brute-force-DAS", "das", parent="brute-force", where="guide"),
     Method("random-DAS", "das", where="random"),
 )}
@@ -43,7 +43,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 REFINE_GRIDS = {"native": "PLOT-native", "pca": "PLOT-PCA"}
 GRIDS = ("coarse", *REFINE_GRIDS)
 BASELINE = "Full DAS"
-#: Runtime-row labels of work one family needs and the others do not (METHOD.md 8): the fit bank's
+#: Runtime-row labels of work one family needs and the others do not (docs/method.md §8): the fit bank's
 #: cache and the Stage A signatures (every method that couples on them), and the DAS training bank's
 #: cache (every DAS method). Everything else that no method owns is ``shared``.
 SIGNATURES, DAS_TRAINING = "signatures", "das-training"

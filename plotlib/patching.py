@@ -1,7 +1,7 @@
 """Interchange interventions through forward hooks on backbone taps.
 
 On a site's support, in the site's basis: ``h <- h + c * P(h_source - h)`` with c = gain x weight
-(METHOD.md 1). ``Subspace`` is that P: a coordinate mask or an orthonormal basis (PCA spans, DAS
+(docs/method.md §1). ``Subspace`` is that P: a coordinate mask or an orthonormal basis (PCA spans, DAS
 rotations). Source activations always come from the cache; patching starts from the cached base
 activation at the earliest edited location and runs only the later layers. Locations are addressed
 by id: ``h1``, or ``L2@last`` for one token position of a transformer's residual stream.
@@ -82,7 +82,7 @@ class Edit:
 
 
 def interchange(h: torch.Tensor, source: torch.Tensor, project, coeff: float = 1.0) -> torch.Tensor:
-    """The interchange of METHOD.md 1, ``h + coeff * P(source - h)``, with ``project`` the map P: the one
+    """The interchange of docs/method.md §1, ``h + coeff * P(source - h)``, with ``project`` the map P: the one
     place this formula is written (sweeps, handles, DAS and the warm-up all call it)."""
     return h + coeff * project(source - h)
 

@@ -1,7 +1,7 @@
 """The stages of one (benchmark, seed) run, each a function the Snakemake rules call through the CLI.
 
 Every stage reads files written by earlier stages, writes its outputs atomically, and records the
-time of the algorithm itself as runtime rows (METHOD.md 8): each method is charged for what it needs
+time of the algorithm itself as runtime rows (docs/method.md §8): each method is charged for what it needs
 beyond the shared backbone, banks and activation cache.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ class Run:
     @cached_property
     def stage_a_sites(self) -> list[Site]:
         """Stage A candidate sites (``plot.sites``): each coarse location whole (``locations``), or every
-        neuron of every coarse location (``neurons``: one stage suffices in small MLPs, METHOD.md 5)."""
+        neuron of every coarse location (``neurons``: one stage suffices in small MLPs, docs/method.md §5)."""
         if self.spec["plot"]["sites"] == "locations":
             return [Site(loc) for loc in self.locations]
         return [s for loc in self.locations for s in neuron_sites(loc, self.widths[loc.id])]
@@ -206,7 +206,7 @@ def stage_banks(run: Run) -> None:
 
 def stage_cache(run: Run, split: str) -> None:
     """Cache one bank's activations; the fit and DAS training banks' caches are charged to the family
-    that needs them, the calibration and test caches are shared (METHOD.md 8)."""
+    that needs them, the calibration and test caches are shared (docs/method.md §8)."""
     with run.runtime.stage(methods_mod.CACHE_CHARGED_TO.get(split, methods_mod.SHARED), f"cache_{split}"):
         bank = pd.read_parquet(run.paths.bank(split))
         build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))

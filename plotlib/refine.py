@@ -1,4 +1,4 @@
-"""Stage B site grids (METHOD.md 5): inside one coarse location, native coordinate groups at several
+"""Stage B site grids (docs/method.md §5): inside one coarse location, native coordinate groups at several
 resolutions and spans of a PCA basis fitted on that location's activations."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Summary tables, runtime-versus-accuracy figures and coupling heatmaps from the runs' rows.
 
-Runtime accounting (METHOD.md 8): a method's counted time is the sum of the CPU seconds of the runtime
+Runtime accounting (docs/method.md §8): a method's counted time is the sum of the CPU seconds of the runtime
 rows of every piece of work it needs (:func:`plotlib.methods.charges`), so it does not depend on what
 ran beside it; wall seconds are kept beside. Backbone training, banks and the calibration and test
 caches are the ``shared`` rows, reported on their own and charged to no method; the fit bank's cache
@@ -62,7 +62,7 @@ def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
     return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
-#: The guided DAS whose claim the controls test, and the controls (METHOD.md 7).
+#: The guided DAS whose claim the controls test, and the controls (docs/method.md §7).
 GUIDED, CONTROLS = "PLOT-DAS", ("brute-force-DAS", "random-DAS")
 
 
@@ -79,7 +79,7 @@ def control_lines(summary: pd.DataFrame, benchmark: str) -> list[str]:
         lines.append(f"- {GUIDED} versus {control}: IIA {guided.iia:.3f} vs {other.iia:.3f} ({guided.iia - other.iia:+.3f}), "
                      f"counted {guided.seconds:.2f} s vs {other.seconds:.2f} s CPU ({other.seconds / guided.seconds:.2f}x): "
                      f"{GUIDED} {verdict} (higher IIA: {'yes' if higher else 'no'}; equal or lower time: {'yes' if cheaper else 'no'})")
-    return ["Controls (METHOD.md 7): does PLOT-DAS beat a cheap guess?", "", *lines, ""] if lines else []
+    return ["Controls (docs/method.md §7): does PLOT-DAS beat a cheap guess?", "", *lines, ""] if lines else []
 
 
 def _savefig(fig, path: str | os.PathLike) -> None:
@@ -346,7 +346,7 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     seeds = sorted({seed for _, seed in runs})
     lines = ["# plotlib report", "",
              f"Seeds: {', '.join(map(str, seeds))}. Every figure is a mean over seeds, with its standard deviation (std) beside it.",
-             "Counted time (METHOD.md 8) is the CPU seconds of the timed sections of everything a method needs, every",
+             "Counted time (docs/method.md §8) is the CPU seconds of the timed sections of everything a method needs, every",
              "sweep included: torch runs each job's timed sections on the config's `threads` (1 by default), so",
              "the count does not depend on which jobs ran beside it; wall seconds are kept beside it. Backbone training,",
              "banks and the calibration and test caches are shared rows charged to no method; the fit bank's cache is",

@@ -1,4 +1,4 @@
-"""Output-effect signatures (METHOD.md 2) and the cost between them.
+"""Output-effect signatures (docs/method.md §2) and the cost between them.
 
 The abstract effect of variable V on a pair is onehot(y*_V) - onehot(y_base); the neural effect of
 site S is p(full interchange at S) - p(base). Laid out over the same pairs in the same order, either

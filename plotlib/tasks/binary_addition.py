@@ -1,4 +1,4 @@
-"""Recurrent binary addition (METHOD.md 9.2): a GRU cell reads (a_t, b_t) least significant bit first
+"""Recurrent binary addition (docs/method.md §9.2): a GRU cell reads (a_t, b_t) least significant bit first
 and emits the sum bits S0..S{n-1} and the final carry C{n}; the target variables are the internal
 carries C1..C{n-1}.
 

@@ -1,4 +1,4 @@
-"""Hierarchical equality (DAS paper; METHOD.md 9.1): output (W == X) == (Y == Z) over random entities."""
+"""Hierarchical equality (DAS paper; docs/method.md §9.1): output (W == X) == (Y == Z) over random entities."""
 from __future__ import annotations
 
 from typing import Any

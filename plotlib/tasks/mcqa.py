@@ -1,4 +1,4 @@
-"""Multiple-choice QA on colors (METHOD.md 9.3; MIB's CopyColors MCQA), for a causal LM.
+"""Multiple-choice QA on colors (docs/method.md §9.3; MIB's CopyColors MCQA), for a causal LM.
 
 "The banana is yellow. The sky is blue. What color is the banana? A. red B. yellow C. green D. blue
 Answer:" -> "B". Target variables: ``answer_pointer`` (which choice is correct) and ``answer_token``
