@@ -66,3 +66,18 @@ def test_tiny_run_localizes_on_the_layer_token_grid(tmp_path):
     for method in ("PLOT", "Full DAS", "PLOT-DAS"):
         acc = pd.read_parquet(run.paths.accuracy(method))
         assert set(acc.variable) == {"H1", "H2"} and acc.value.between(0, 1).all()
+
+
+def test_curriculum_trains_on_shorter_chains_but_evaluates_on_full_ones():
+    task = make_task("pointer_chase", {"curriculum": True, "names": 6}, 0)
+    rng = np.random.default_rng(0)
+    batch = task.training_inputs(rng, 200)
+    lengths = {len(links.split()) for links in batch.links}
+    assert lengths == {2, 4, 6}  # 0, 1 and 2 hops per chain, 2 chains
+    for row, label in zip(batch.to_dict("records"), task.outputs(batch)):
+        name = row["query"]
+        while not name.isdigit():
+            name = dict(link.split("=") for link in row["links"].split())[name]
+        assert int(name) == label
+    assert task.encode(batch).input_ids.shape[0] == 200
+    assert {len(links.split()) for links in task.evaluation_inputs(rng, 50).links} == {6}

@@ -60,9 +60,6 @@ class PointerChase(PromptedTask):
         self.hops = int(options.get("hops", 2))
         self.names = NAMES[: int(options.get("names", 10))]
         self.curriculum = bool(options.get("curriculum", False))
-        self.order = options.get("order", "shuffled")
-        if self.order not in ("shuffled", "backward"):
-            raise ValueError(f"pointer_chase order must be 'shuffled' or 'backward', got {self.order!r}")
         if self.hops < 1 or self.n_chains < 2:
             raise ValueError(f"pointer_chase needs hops >= 1 and chains >= 2, got hops {self.hops}, chains {self.n_chains}")
         if self.n_chains * (self.hops + 1) > len(self.names) or self.n_chains > len(DIGITS):
@@ -86,19 +83,10 @@ class PointerChase(PromptedTask):
         return nodes, rng.choice(len(DIGITS), self.n_chains, replace=False), int(rng.integers(self.n_chains))
 
     def _render(self, rng: np.random.Generator, nodes: np.ndarray, digits: np.ndarray, chain: int) -> dict:
-        """The input row: statements in a random order (``order: shuffled``), or chains interleaved at
-        random with each chain's statements from its digit back to its head (``order: backward``), and
-        the asked head."""
-        chains = [[f"{self.names[c[j]]}={self.names[c[j + 1]]}" for j in range(len(c) - 1)] + [f"{self.names[c[-1]]}={DIGITS[d]}"]
-                  for c, d in zip(nodes, digits)]
-        if self.order == "shuffled":
-            links = [link for c in chains for link in c]
-            links = [links[i] for i in rng.permutation(len(links))]
-        else:
-            slots = rng.permutation(np.repeat(np.arange(len(chains)), [len(c) for c in chains]))
-            backward = [list(reversed(c)) for c in chains]
-            links = [backward[c].pop(0) for c in slots]
-        return {"links": " ".join(links), "query": self.names[nodes[chain, 0]]}
+        """The input row: statements in a random order, and the asked head."""
+        links = [f"{self.names[c[j]]}={self.names[c[j + 1]]}" for c in nodes for j in range(len(c) - 1)]
+        links += [f"{self.names[c[-1]]}={DIGITS[d]}" for c, d in zip(nodes, digits)]
+        return {"links": " ".join(links[i] for i in rng.permutation(len(links))), "query": self.names[nodes[chain, 0]]}
 
     def sample_inputs(self, rng: np.random.Generator, n: int) -> pd.DataFrame:
         return pd.DataFrame([self._render(rng, *self._draw(rng)) for _ in range(n)])
