@@ -62,6 +62,11 @@ def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
     return out[SUMMARY_COLUMNS].reset_index(drop=True)
 
 
+#: Decimals kept in summary.csv per column (IIA to 1e-4, seconds to 0.1 ms, speedups to 0.01x).
+SUMMARY_DIGITS = {"iia": 4, "iia_std": 4, "delta_iia_vs_full_das": 4, "seconds": 4, "seconds_std": 4, "seconds_wall": 4,
+                  "speedup_vs_full_das": 2}
+
+
 #: The guided DAS whose claim the controls test, and the controls (docs/method.md §7).
 GUIDED, CONTROLS = "PLOT-DAS", ("brute-force-DAS", "random-DAS")
 
@@ -107,8 +112,9 @@ def runtime_vs_iia_figure(summary: pd.DataFrame, benchmark: str, path: str | os.
     _savefig(fig, path)
 
 
-def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: str | os.PathLike) -> None:
-    """pi(S | V) of the solver setting the calibration chose for each variable, chosen sites marked."""
+def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: str | os.PathLike, where: str = "") -> None:
+    """pi(S | V) of the solver setting the calibration chose for each variable, chosen sites marked;
+    ``where`` (benchmark and seed) heads the title."""
     part = couplings[couplings.method == method]
     sites = list(dict.fromkeys(part.site))
     variables = list(handles)
@@ -125,12 +131,14 @@ def coupling_figure(couplings: pd.DataFrame, handles: dict, method: str, path: s
             ax.scatter(sites.index(site), i, marker="o", facecolors="none", edgecolors="red", s=60)
     ax.set_yticks(range(len(variables)), variables)
     ax.set_xticks(range(len(sites)), [s.replace("/coords", "").replace("/all", "") for s in sites], rotation=90, fontsize=6)
-    ax.set_title(f"{method}: pi(site | variable) at the calibrated solver setting (red: handle sites)")
-    fig.colorbar(im, ax=ax, fraction=0.02)
+    ax.set_xlabel("candidate site (location / support)")
+    ax.set_ylabel("target variable")
+    ax.set_title(f"{where + ': ' if where else ''}{method}, pi(site | variable) at the calibrated solver setting (red: handle sites)", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.02).set_label("pi(site | variable)")
     _savefig(fig, path)
 
 
-def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str], path: str | os.PathLike) -> None:
+def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str], path: str | os.PathLike, where: str = "") -> None:
     """For a layer x token site grid: each variable's best Full DAS calibration IIA per coarse site beside
     PLOT's Stage A coupling mass there (at the calibrated solver setting); the sites that Full DAS,
     PLOT and PLOT-DAS chose are marked."""
@@ -157,15 +165,19 @@ def layer_token_figure(run: RunPaths, locations: list[str], variables: list[str]
                 for site in sites:
                     layer, _, pos = site.partition("@")
                     if layer in layers and pos in positions:
-                        ax.scatter(layers.index(layer), positions.index(pos), marker=marker, s=90,
-                                   facecolors="none" if marker != "x" else color, edgecolors=color, label=method)
+                        colors = {"c": color} if marker == "x" else {"facecolors": "none", "edgecolors": color}  # "x" has no face
+                        ax.scatter(layers.index(layer), positions.index(pos), marker=marker, s=90, label=method, **colors)
             ax.set_xticks(range(len(layers)), layers)
             ax.set_yticks(range(len(positions)), positions)
+            ax.set_xlabel("layer (emb: input embedding)")
+            ax.set_ylabel("token position")
             ax.set_title(f"{var}: {title}", fontsize=9)
-            fig.colorbar(im, ax=ax, fraction=0.03)
+            fig.colorbar(im, ax=ax, fraction=0.03).set_label(title.split(": ")[-1], fontsize=8)
         legend = dict(zip(*reversed(axes[i, 0].get_legend_handles_labels())))  # one entry per method
         if legend:
             axes[i, 0].legend(legend.values(), legend.keys(), fontsize=7, loc="upper left")
+    if where:
+        fig.suptitle(f"{where}: where each variable was found", fontsize=10)
     _savefig(fig, path)
 
 
@@ -336,8 +348,8 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     excluded = {(t["benchmark"], t["seed"]): t["excluded"] for t in train if t.get("excluded")}
     accuracy, runtime = (frame[[(b, s) not in excluded for b, s in zip(frame.benchmark, frame.seed)]] for frame in (accuracy, runtime))
     summary = summarize(accuracy, method_seconds(runtime, bench_methods))
-    with atomic_path(out / "summary.csv") as tmp:
-        summary.to_csv(tmp, index=False)
+    with atomic_path(out / "summary.csv") as tmp:  # rounded for reading; the report computes from the full values
+        summary.round(SUMMARY_DIGITS).to_csv(tmp, index=False)
     located = localization_table(accuracy)
     if not located.empty:
         with atomic_path(out / "localization.csv") as tmp:
@@ -370,11 +382,12 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
             fig = figs.get(f"coupling_{slug(method)}")
             if fig:  # the methods figure_paths gives a coupling figure
                 grid = METHODS[method].grid
-                coupling_figure(pd.read_parquet(first.couplings(grid)), read_json(first.handles(method)), method, out / fig)
+                coupling_figure(pd.read_parquet(first.couplings(grid)), read_json(first.handles(method)), method, out / fig,
+                                f"{bench}, seed {first_seed}")
                 lines += [f"![{method} coupling]({fig})", ""]
         if "layer_token" in figs:
             variables = list(read_json(first.handles("PLOT")))
-            layer_token_figure(first, locations, variables, out / figs["layer_token"])
+            layer_token_figure(first, locations, variables, out / figs["layer_token"], f"{bench}, seed {first_seed}")
             lines += [f"![Full DAS versus PLOT over layer x token sites]({figs['layer_token']})", ""]
     for task, series in scaling_series(specs).items():
         path = scaling_figure_path(task)
