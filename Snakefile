@@ -10,6 +10,7 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/helpers.smk"
 include: "workflow/rules/backbone.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/plot.smk"

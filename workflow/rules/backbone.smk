@@ -8,17 +8,23 @@ rule resolve_spec:
     output:
         SPEC,
     params:
+        py=PY,
         scale=CFG["scale"],
         methods=lambda wc: " ".join(f"'{m}'" for m in METHODS_OF[wc.benchmark]),
         imports=" ".join(f"'{i}'" for i in RUN.imports),
+    log:
+        f"{OUT}/logs/resolve_{{benchmark}}.log",
     localrule: True
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
     shell:
-        "{PY} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
+        "{params.py} -m plotlib resolve --benchmark-file {input.benchmark} --name {wildcards.benchmark}"
         " --scale {params.scale} --schema {input.schema} --methods {params.methods} --imports {params.imports} --out {output}"
+        " 2> {log}"
 
 
 rule train_backbone:
@@ -32,6 +38,8 @@ rule train_backbone:
         P.log("train"),
     benchmark:
         P.benchmark("train")
+    conda:
+        "../../environment.yml"
     threads: TRAIN_THREADS
     resources:
         **sized("train_backbone"),

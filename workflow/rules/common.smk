@@ -33,7 +33,7 @@ TRAIN_THREADS = CFG["train_threads"]
 P = RunPaths(f"{OUT}/{{benchmark}}/seed{{seed}}")
 SPEC = f"{OUT}/{{benchmark}}/spec.json"
 # Arguments every per-run CLI call takes (formatted by Snakemake in each rule).
-RUN_ARGS = "--spec {input.spec} --seed {wildcards.seed} --run-dir " + OUT + "/{wildcards.benchmark}/seed{wildcards.seed}"
+RUN_ARGS = f"--spec {{input.spec}} --seed {{wildcards.seed}} --run-dir {OUT}/{{wildcards.benchmark}}/seed{{wildcards.seed}}"
 
 wildcard_constraints:
     benchmark="[A-Za-z0-9_-]+",

@@ -18,6 +18,8 @@ rule full_das_location:
         P.log("full_das_{location}"),
     benchmark:
         P.benchmark("full_das_{location}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("full_das_location"),
@@ -40,6 +42,8 @@ rule full_das_select:
         P.log("full_das_select"),
     benchmark:
         P.benchmark("full_das_select")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("full_das_select"),
@@ -47,17 +51,6 @@ rule full_das_select:
         "select"
     shell:
         f"{PLOTLIB} das-select {RUN_ARGS} --method 'Full DAS' --locations {{params.locations}} 2> {{log}}"
-
-
-def guided_inputs(wildcards):
-    parent = METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]].parent
-    needs = {"spec": SPEC, "model": P.model, **DAS_BANKS}
-    if parent:  # random-DAS has no guide
-        needs["handles"] = P.handles(parent)
-        if METHOD_TABLE[parent].grid != "coarse":  # a Stage B guide: its basis, and its coupling for mass supports
-            needs["bases"] = P.bases(METHOD_TABLE[parent].grid)
-            needs["couplings"] = P.couplings(METHOD_TABLE[parent].grid)
-    return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
 rule guided_das:
@@ -77,6 +70,8 @@ rule guided_das:
         P.log("guided_das_{method}"),
     benchmark:
         P.benchmark("guided_das_{method}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("guided_das"),

@@ -11,6 +11,8 @@ rule make_banks:
         P.log("banks"),
     benchmark:
         P.benchmark("banks")
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         **sized("make_banks"),
@@ -32,6 +34,8 @@ rule cache_activations:
         P.log("cache_{split}"),
     benchmark:
         P.benchmark("cache_{split}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("cache_activations"),

@@ -3,13 +3,6 @@
 # variable's PLOT location, so their rules read the Stage A handles.
 
 
-def signature_inputs(wildcards):
-    needs = {"spec": SPEC, "model": P.model, "bank": P.bank("fit"), "cache": P.cache("fit")}
-    if wildcards.grid != "coarse":
-        needs["stage_a"] = P.handles("PLOT")
-    return {k: v.format(**wildcards) for k, v in needs.items()}
-
-
 rule signatures:
     input:
         unpack(signature_inputs),
@@ -21,6 +14,8 @@ rule signatures:
         P.log("signatures_{grid}"),
     benchmark:
         P.benchmark("signatures_{grid}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("signatures"),
@@ -43,6 +38,8 @@ rule couple:
         P.log("couple_{grid}"),
     benchmark:
         P.benchmark("couple_{grid}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("couple"),
@@ -50,17 +47,6 @@ rule couple:
         "plot"
     shell:
         f"{PLOTLIB} couple {RUN_ARGS} --grid {{wildcards.grid}} --methods {{params.methods}} 2> {{log}}"
-
-
-def calibrate_inputs(wildcards):
-    method = METHOD_TABLE[METHOD_BY_SLUG[wildcards.method]]
-    needs = {"spec": SPEC, "model": P.model}
-    needs.update({f"{kind}_{s}": getattr(P, kind)(s) for kind in ("bank", "cache") for s in ("calibration", "test")})
-    if method.solver != "onehot":
-        needs["couplings"] = P.couplings(method.grid)
-    if method.grid != "coarse":
-        needs["bases"] = P.bases(method.grid)
-    return {k: v.format(**wildcards) for k, v in needs.items()}
 
 
 rule calibrate:
@@ -79,6 +65,8 @@ rule calibrate:
         P.log("calibrate_{method}"),
     benchmark:
         P.benchmark("calibrate_{method}")
+    conda:
+        "../../environment.yml"
     threads: THREADS
     resources:
         **sized("calibrate"),

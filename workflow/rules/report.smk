@@ -15,17 +15,6 @@ SCALING = [f"{OUT}/{scaling_figure_path(task)}" for task in scaling_series(RUN.b
 REPORT_OUTPUTS = [*REPORT_TABLES, f"{OUT}/summary.csv", *FIGURES.values(), *SCALING]
 
 
-# Caption file and report subcategory per figure kind; every coupling_<method> figure shares the last.
-FIGURE_KINDS = {"runtime_vs_iia": ("runtime_vs_iia", "runtime versus IIA"), "layer_token": ("layer_token", "layer x token")}
-COUPLING_KIND = ("coupling", "couplings")
-
-
-def _figure_report(bench, kind):
-    caption, subcategory = FIGURE_KINDS.get(kind, COUPLING_KIND)
-    return report(FIGURES[bench, kind], caption=f"../report/{caption}.rst", category=bench, subcategory=subcategory,
-                  labels={"benchmark": bench, "figure": kind.replace("_", " ")})
-
-
 rule report:
     input:
         specs=[SPEC.format(benchmark=b) for b in RUN.benchmarks],
@@ -42,6 +31,8 @@ rule report:
     log:
         f"{OUT}/logs/report.log",
     localrule: True
+    conda:
+        "../../environment.yml"
     threads: 1
     resources:
         mem_mb=1000,
