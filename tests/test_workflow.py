@@ -171,3 +171,8 @@ def test_bad_benchmark_spec_and_missing_checkpoint_are_named(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"'training.warmup_steps'.*below training.steps \(100\)"):
         resolve_benchmark(path, "default", schema)
+
+
+def test_workflow_passes_snakemake_lint(tmp_path):
+    proc = snakemake(tmp_path, "--lint", cores=None)
+    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
