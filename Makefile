@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine with Python >= 3.11:
 #   make run   - create .venv if missing, install the pinned set, run the main job (config/config.yaml)
 #   make test  - the same setup, then the test suite
+#   make quickstart - the same setup, then two small benchmarks on one seed (about 2 minutes), and their tables
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup clean
+.PHONY: run test setup quickstart clean
 
 setup: $(STAMP)
 
@@ -21,6 +22,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES)
+
+quickstart: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/quickstart.yaml
+	$(BIN)/plotlib summary results_quickstart
 
 test: $(STAMP)
 	MPLCONFIGDIR=$$(mktemp -d) XDG_CACHE_HOME=$$(mktemp -d) $(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ from plotlib import pipeline
 from plotlib.config import ConfigError, load_yaml, resolve_benchmark
 from plotlib.io import write_json
 from plotlib.methods import GRIDS
+from plotlib.training import BelowAccuracyFloor
 
 
 def _resolve(args: argparse.Namespace) -> None:
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="benchmark:seed pairs")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("show", help="print a finished run's method tables and where each variable was found")
+    p = sub.add_parser("summary", aliases=["show"], help="print a finished run's method tables and where each variable was found")
     p.add_argument("output_dir", nargs="?", default="results", help="the run's output_dir (default: results)")
     p.add_argument("--benchmarks", nargs="+", default=[], help="only these benchmarks")
     p.set_defaults(func=_show)
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, BelowAccuracyFloor) as err:
         print(f"plotlib {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

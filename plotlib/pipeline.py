@@ -37,7 +37,8 @@ from plotlib.refine import mass_support, native_group_sites, pca_basis, pca_span
 from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
 from plotlib.timing import RuntimeLog
-from plotlib.training import UNTRAINED_KINDS, accuracy_floor_failure, factual_accuracy, train_backbone
+from plotlib.training import (UNTRAINED_KINDS, BelowAccuracyFloor, accuracy_floor_failure, chance_accuracy,
+                              factual_accuracy, train_backbone)
 
 log = logging.getLogger(__name__)
 
@@ -173,27 +174,34 @@ def derived_seed(*parts: object) -> int:
 
 def stage_train(run: Run) -> None:
     """Train the backbone (or load the given checkpoint, a pretrained model, or the task's constructed
-    one) and record its factual accuracy; below ``training.min_accuracy`` the seed is marked excluded."""
+    one) and record its factual accuracy. A backbone below ``training.min_accuracy``, or no better than
+    chance, stops the run (``training.below_floor: stop``) or has its seed marked excluded (``exclude``)."""
     torch.manual_seed(run.seed)
     options = run.spec["backbone"]
+    held_out = run.task.evaluation_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
     with run.runtime.stage(methods_mod.SHARED, "train_backbone"):
         if options.get("checkpoint") or options.get("kind") in UNTRAINED_KINDS:
             model = (run.task.load_backbone(options["checkpoint"]) if options.get("checkpoint")
                      else run.task.build_backbone(options, run.seed).eval().requires_grad_(False))
-            held_out = run.task.evaluation_inputs(np.random.default_rng([run.seed, 31337]), run.spec["training"]["eval_size"])
             info = {"factual_accuracy": factual_accuracy(run.task, model, held_out), "steps": 0,
                     "checkpoint": options.get("checkpoint") or options.get("pretrained") or f"constructed for seed {run.seed}"}
         else:
             model, info = train_backbone(run.task, run.spec, run.seed)
-    # a backbone below the floor is kept and reported, never dropped silently: the later stages still run
-    # (so a run of several seeds completes), and the report leaves the seed out of its tables, saying why
+    # a backbone below the floor stops the run (its model and metrics are kept); with below_floor: exclude
+    # the later stages still run and the report leaves the seed out of its tables, saying why
+    info["chance"] = chance_accuracy(run.task, held_out)
     failure = accuracy_floor_failure(info, run.spec["training"]["min_accuracy"])
-    if failure:
-        info["excluded"] = failure
-        log.warning("%s seed %d: %s", run.benchmark, run.seed, failure)
+    stop = failure and run.spec["training"]["below_floor"] == "stop"
+    if failure and not stop:
+        info["excluded"] = f"{failure}; its seed is excluded from every table"
+        log.warning("%s seed %d: %s", run.benchmark, run.seed, info["excluded"])
     run.task.save_backbone(model, run.paths.model)
     write_json(info, run.paths.train_metrics)
     run.write_runtime("train")
+    if stop:
+        raise BelowAccuracyFloor(f"{run.benchmark} seed {run.seed}: {failure}. The run stops here, since every later "
+                                 f"figure would describe a model that does not do the task. To go on anyway, set "
+                                 f"training.below_floor: exclude; the report then leaves this seed out and says why.")
 
 
 def stage_banks(run: Run) -> None:

@@ -62,10 +62,27 @@ def train_backbone(task: Task, options: dict, seed: int) -> tuple[nn.Module, dic
     return backbone, {"factual_accuracy": factual_accuracy(task, backbone, held_out), "steps": cfg["steps"]}
 
 
+def chance_accuracy(task: Task, inputs) -> float:
+    """The accuracy of always answering the most frequent label of ``inputs``: what a model that ignores
+    its input reaches."""
+    labels = np.asarray(task.outputs(inputs))
+    return float(np.unique(labels, return_counts=True)[1].max() / len(labels))
+
+
 def accuracy_floor_failure(info: dict, min_accuracy: float) -> str | None:
-    """Why a backbone is below the accuracy floor (``training.min_accuracy``), or None when it is not."""
-    if info["factual_accuracy"] >= min_accuracy:
+    """Why a backbone fails the accuracy floor (below ``training.min_accuracy``, or no better than
+    ``info["chance"]``, the most frequent label's rate), or None when it passes; a floor of 0 disables both."""
+    if min_accuracy <= 0:  # a floor of 0 judges nothing (the tiny test scales)
         return None
+    accuracy = info["factual_accuracy"]
     how = f"after {info['steps']} training steps" if info.get("steps") else f"as built ({info.get('checkpoint')})"
-    return (f"backbone factual accuracy {info['factual_accuracy']:.4f} is below training.min_accuracy {min_accuracy} "
-            f"{how}; its seed is excluded from every table")
+    if accuracy < min_accuracy:
+        return f"backbone factual accuracy {accuracy:.4f} is below training.min_accuracy {min_accuracy} {how}"
+    if "chance" in info and accuracy <= info["chance"]:
+        return (f"backbone factual accuracy {accuracy:.4f} is no better than chance ({info['chance']:.4f}, always "
+                f"answering the most frequent label) {how}")
+    return None
+
+
+class BelowAccuracyFloor(RuntimeError):
+    """A backbone failed the accuracy floor and the spec says to stop (``training.below_floor: stop``)."""

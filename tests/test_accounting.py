@@ -131,8 +131,8 @@ def test_the_test_bank_influences_no_choice(tiny_results, tmp_path):
 
 
 def test_a_backbone_below_the_floor_is_named_and_left_out_of_the_tables(tiny_results, tmp_path):
-    """Training below training.min_accuracy does not stop the run: the seed's metrics say why, and the
-    report names the seed and leaves it out of every table."""
+    """With training.below_floor: exclude, a backbone below training.min_accuracy does not stop the run:
+    the seed's metrics say why, and the report names the seed and leaves it out of every table."""
     from plotlib import pipeline
     from plotlib.io import read_json, write_json
     from plotlib.report import build_report
@@ -141,7 +141,7 @@ def test_a_backbone_below_the_floor_is_named_and_left_out_of_the_tables(tiny_res
     shutil.copytree(tiny_results, tmp_path / "results")
     out = tmp_path / "results"
     blob = read_json(out / bench / "spec.json")
-    blob["spec"]["training"].update(min_accuracy=1.0, steps=50)  # 50 steps cannot reach it
+    blob["spec"]["training"].update(min_accuracy=1.0, steps=50, below_floor="exclude")  # 50 steps cannot reach it
     write_json(blob, tmp_path / "strict.json")
     run = pipeline.Run(str(tmp_path / "strict.json"), 0, str(tmp_path / "strict_run"))
     pipeline.stage_train(run)

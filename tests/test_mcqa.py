@@ -3,6 +3,7 @@ tiny random GPT-2 and Llama models saved to disk and loaded through the pretrain
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ import yaml
 from plotlib import pipeline
 from plotlib.banks import make_bank
 from plotlib.config import load_yaml, resolve_benchmark
+from plotlib.io import write_json
 from plotlib.lm import CausalLMBackbone, load_lm_backbone
 from plotlib.tasks import make_task
 from plotlib.tasks.mcqa import FAMILIES, MCQA
@@ -90,6 +92,7 @@ def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
     """Every stage of one run, in process, on the tiny scale of benchmarks/mcqa_pretrained.yaml."""
     raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
     raw["backbone"].update(spec_changes)
+    raw["training"]["below_floor"] = "exclude"  # a random model is at chance: benchmark it anyway
     spec_file = tmp_path / "mcqa_pretrained.yaml"
     spec_file.write_text(yaml.safe_dump(raw))
     run = run_stages(spec_file, tmp_path, refine=(("pca", "PLOT-PCA"), ("native", "PLOT-native")))
@@ -118,6 +121,31 @@ def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
     again = load_lm_backbone(run.paths.model)
     x = run.bank("test").x_base
     assert torch.allclose(again(x), run.backbone(x), atol=1e-5)
+
+
+def test_a_pretrained_model_below_the_floor_stops_the_run_keeping_its_metrics(tmp_path):
+    """A random model is at chance: the train stage says so and stops (no later stage would mean anything),
+    after writing the backbone's metrics; the CLI turns it into a one-line error."""
+    from plotlib.cli import main
+    from plotlib.training import BelowAccuracyFloor
+
+    tokenizer = word_tokenizer(MCQA({}, 0).words())
+    model_dir = tmp_path / "random_llama"
+    _tiny_model("llama", len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
+    raw["backbone"]["pretrained"] = str(model_dir)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec = resolve_benchmark(tmp_path / "spec.yaml", "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    assert spec["training"]["below_floor"] == "stop"
+    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
+    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
+    with pytest.raises(BelowAccuracyFloor, match=r"below training.min_accuracy 0.5 as built .*training.below_floor: exclude"):
+        pipeline.stage_train(run)
+    metrics = json.loads(Path(run.paths.train_metrics).read_text())
+    assert metrics["factual_accuracy"] < 0.5 and 0 < metrics["chance"] < 1 and "excluded" not in metrics
+    code = main(["train", "--spec", str(tmp_path / "spec.json"), "--seed", "0", "--run-dir", str(tmp_path / "again")])
+    assert code == 2
 
 
 def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path):

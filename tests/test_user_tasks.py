@@ -96,7 +96,7 @@ def test_a_constructed_backbone_is_built_for_its_seed_and_judged_by_the_floor(tm
     applies (here an untrained MLP, at chance, is excluded with its reason)."""
     from plotlib import pipeline
 
-    path = _user_spec(tmp_path, backbone={"kind": "constructed", "hidden": [8]}, training={"eval_size": 500})
+    path = _user_spec(tmp_path, backbone={"kind": "constructed", "hidden": [8]}, training={"eval_size": 500, "below_floor": "exclude"})
     spec = resolve_benchmark(path, "default", load_yaml(SCHEMAS / "benchmark.schema.yaml"))
     assert spec["training"]["min_accuracy"] == 0.99  # the floor's default, with no training section to write
     write_json({"name": "my_equality", "scale": "default", "spec": spec}, tmp_path / "spec.json")
@@ -146,3 +146,13 @@ def test_stage_b_and_das_sizes_larger_than_the_sites_are_rejected_before_any_job
     spec[section][key] = value
     with pytest.raises(ConfigError, match=r"benchmark spec mcqa\.yaml key " + message):
         check_site_sizes(spec, "mcqa.yaml")
+
+
+def test_the_floor_also_judges_chance_and_a_zero_floor_judges_nothing():
+    from plotlib.training import accuracy_floor_failure
+
+    at_chance = {"factual_accuracy": 0.52, "chance": 0.52, "steps": 100}
+    assert "no better than chance (0.5200" in accuracy_floor_failure(at_chance, 0.3)
+    assert "below training.min_accuracy 0.99 after 100" in accuracy_floor_failure(at_chance, 0.99)
+    assert accuracy_floor_failure(at_chance, 0.0) is None
+    assert accuracy_floor_failure({**at_chance, "factual_accuracy": 0.9}, 0.8) is None
