@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with Python >= 3.11:
-#   make run   - create .venv if missing, install the pinned set, run the main job (config/config.yaml)
+#   make run   - create .venv if missing, install the tested set (constraints.txt), run the main job (config/config.yaml)
 #   make test  - the same setup, then the test suite
 #   make quickstart - the same setup, then two small benchmarks on one seed (about 2 minutes), and their tables
 VENV ?= .venv
@@ -13,11 +13,11 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch is installed first and pinned, so pip never resolves a different (CUDA-sized) build for it.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
