@@ -25,7 +25,7 @@ from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.localization import DECOY_FREE_BELOW  # noqa: E402
 from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
-from plotlib.results import site_locations  # noqa: E402
+from plotlib.results import found_rows  # noqa: E402
 
 
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
@@ -252,13 +252,10 @@ def found_lines(accuracy: pd.DataFrame, bench: str, locations: list[str]) -> lis
     saying plainly when it is the input embedding or the last layer's output (not inside the network)."""
     layers = list(dict.fromkeys(loc.split("@")[0] for loc in locations))
     edge = {layers[0]: "the input embedding", layers[-1]: "the last layer's output"} if len(layers) > 1 and "@" in locations[0] else {}
-    rows = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test") & (accuracy.metric == "combined")
-                    & accuracy.method.isin(["PLOT", "Full DAS"])]
     lines = []
-    for (method, variable), part in rows.groupby(["method", "variable"], sort=True):
+    for method, variable, answers in found_rows(accuracy, bench):
         found = []
-        for seed, sites, value in zip(part.seed, part.sites, part.value):
-            where = site_locations(sites)
+        for seed, where, value in answers:
             note = sorted({edge[loc.split("@")[0]] for loc in where if loc.split("@")[0] in edge})
             found.append(f"{' + '.join(where)} (seed {seed}, IIA {value:.3f}{'; ' + ', '.join(note) if note else ''})")
         lines.append(f"- {method}, {variable}: " + "; ".join(found))

@@ -13,6 +13,15 @@ def site_locations(sites: str) -> list[str]:
     return list(dict.fromkeys(part.strip().split("/")[0] for part in sites.split(" + ")))
 
 
+def found_rows(accuracy: pd.DataFrame, bench: str):
+    """Per (method, variable) of PLOT and Full DAS on ``bench``: their test answers' (seed, locations,
+    combined IIA), the rows that say where each variable was found."""
+    rows = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test") & (accuracy.metric == "combined")
+                    & accuracy.method.isin(["PLOT", "Full DAS"])]
+    for (method, variable), part in rows.groupby(["method", "variable"], sort=True):
+        yield method, variable, [(seed, site_locations(sites), value) for seed, sites, value in zip(part.seed, part.sites, part.value)]
+
+
 def _pm(mean: float, std: float, digits: int) -> str:
     return f"{mean:.{digits}f} +- {0.0 if pd.isna(std) else std:.{digits}f}"
 
@@ -39,10 +48,8 @@ def show(output_dir: str | Path, benchmarks: list[str] | None = None) -> str:
             "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
             "speedup": [f"{x:.1f}x" if pd.notna(x) else "-" for x in part.speedup_vs_full_das]})
         lines += [f"== {bench}", table.to_string(index=False), ""]
-        found = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test") & (accuracy.metric == "combined")
-                         & accuracy.method.isin(["PLOT", "Full DAS"])]
-        for (method, variable), rows in found.groupby(["method", "variable"]):
-            where = ", ".join(f"seed {s}: {' + '.join(site_locations(sites))}" for s, sites in zip(rows.seed, rows.sites))
+        for method, variable, answers in found_rows(accuracy, bench):
+            where = ", ".join(f"seed {seed}: {' + '.join(locations)}" for seed, locations, _ in answers)
             lines.append(f"  {method} found {variable} at {where}")
         lines.append("")
     return "\n".join(lines)

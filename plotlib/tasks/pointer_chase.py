@@ -151,5 +151,6 @@ class PointerChase(PromptedTask):
         name = row["query"]
         for j in range(1, self.hops + 2):  # a shorter (curriculum) chain repeats its last statement
             chars[f"link{j}"] = right[name]
-            name = bindings(row["links"])[name] if bindings(row["links"])[name] in right else name
+            after = follow(row["links"], name)
+            name = after if after in right else name
         return text, chars
