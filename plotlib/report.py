@@ -294,6 +294,20 @@ def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accu
     return lines
 
 
+def summary_rst(summary: pd.DataFrame, seeds: list[int]) -> str:
+    """The summary as reStructuredText tables, one per benchmark (test IIA and counted seconds, mean +- std
+    over seeds, speedup), for the HTML report's first page (``workflow/report/workflow.rst`` includes it)."""
+    parts = [f"Seeds {', '.join(map(str, seeds))}: mean +- std over them. Every table and figure is under Results.", ""]
+    for bench, part in summary.groupby("benchmark", sort=True):
+        rows = [("method", "test IIA", "counted CPU s", "speedup vs Full DAS", "IIA minus Full DAS")]
+        rows += [(m, _pm(i, i_s), _pm(c, c_s, 2), f"{x:.1f}x", f"{d:+.3f}") for m, i, i_s, c, c_s, x, d in
+                 zip(part.method, part.iia, part.iia_std, part.seconds, part.seconds_std, part.speedup_vs_full_das,
+                     part.delta_iia_vs_full_das)]
+        parts += [f".. list-table:: {bench}", "   :header-rows: 1", ""]
+        parts += ["   * - " + "\n     - ".join(row) for row in rows] + [""]
+    return "\n".join(parts)
+
+
 def localization_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     """Per (benchmark, method), over its (seed, variable) cases on planted benchmarks: combined test IIA,
     precision and recall of the answer against the planted units, the share of decoy-free answers and
@@ -347,12 +361,13 @@ def build_report(output_dir: str, runs: list[tuple[str, int]]) -> None:
     summary = summarize(accuracy, method_seconds(runtime, bench_methods))
     with atomic_path(out / "summary.csv") as tmp:  # rounded for reading; the report computes from the full values
         summary.round(SUMMARY_DIGITS).to_csv(tmp, index=False)
+    seeds = sorted({seed for _, seed in runs})
+    write_text(summary_rst(summary, seeds), out / "summary.rst")
     located = localization_table(accuracy)
     if not located.empty:
         with atomic_path(out / "localization.csv") as tmp:
             located.to_csv(tmp, index=False)
 
-    seeds = sorted({seed for _, seed in runs})
     lines = ["# plotlib report", "",
              f"Seeds: {', '.join(map(str, seeds))}. Every figure is a mean over seeds, with its standard deviation (std) beside it.",
              "Counted time (docs/method.md §8) is the CPU seconds of the timed sections of everything a method needs, every",

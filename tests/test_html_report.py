@@ -1,11 +1,14 @@
-"""`snakemake --report` builds an HTML report; headless Chromium renders it with every figure in the page."""
+"""`snakemake --report` builds an HTML report; headless Chromium renders it with every figure in the page and
+the summary tables on the landing page."""
 from __future__ import annotations
 
 import base64
+import re
 import subprocess
 import tempfile
 
 import matplotlib.image
+import pandas as pd
 import pytest
 
 from system_packages import missing_reason
@@ -44,3 +47,7 @@ def test_html_report_renders_with_figures(tiny_results, tmp_path):
         assert fig.name in dom, f"{fig.name} is not listed in the rendered report"
         assert encoded[:400] in dom and encoded[-400:] in dom, f"{fig.name} is not embedded in the rendered report"
     assert "summary.csv" in dom
+    # the first page shows the summary: one rendered table per benchmark, captioned with its name
+    benchmarks = sorted(pd.read_csv(tiny_results / "summary.csv").benchmark.unique())
+    captions = re.findall(r'<caption>(.*?)</caption>', dom)
+    assert captions == benchmarks and dom.count('<th class="head">speedup vs Full DAS</th>') == len(benchmarks)

@@ -158,6 +158,17 @@ def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path)
     assert torch.allclose(task.load_backbone(str(path))(x), model(x), atol=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_init_std_sets_the_spread_of_the_initial_weights(arch):
+    task = make_task("mcqa", {"n_facts": 1}, 0, {"kind": "transformer"})
+    spread = {}
+    for std in (0.02, 0.1):
+        model = task.build_backbone({"architecture": arch, "layers": 1, "width": 64, "heads": 2, "init_std": std}, 0)
+        matrices = [p for name, p in model.named_parameters() if name.endswith(("c_fc.weight", "up_proj.weight"))]
+        spread[std] = torch.cat([p.detach().flatten() for p in matrices]).std().item()
+    assert spread[0.02] == pytest.approx(0.02, rel=0.1) and spread[0.1] == pytest.approx(0.1, rel=0.1)
+
+
 def test_warmup_schedule_rises_linearly_then_follows_the_cosine():
     from plotlib.training import learning_rate_schedule
 

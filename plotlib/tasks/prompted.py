@@ -112,8 +112,9 @@ class PromptedTask(Task):
     # --- backbone and sites ----------------------------------------------------------------------
 
     def build_backbone(self, options: dict[str, Any], seed: int) -> torch.nn.Module:
-        """A fresh, seeded GPT-2 or Llama (``architecture``; ``layers`` x ``width``, ``heads``) over the
-        word-level vocabulary, or the pretrained model named by ``backbone.pretrained``."""
+        """A fresh, seeded GPT-2 or Llama (``architecture``; ``layers`` x ``width``, ``heads``, initial weights
+        of standard deviation ``init_std``) over the word-level vocabulary, or the pretrained model named by
+        ``backbone.pretrained``."""
         from plotlib.lm import CausalLMBackbone, load_causal_lm
 
         if options.get("kind") == "pretrained":
@@ -122,15 +123,17 @@ class PromptedTask(Task):
         torch.manual_seed(seed)
         tok = self.tokenizer
         layers, width, heads = int(options.get("layers", 4)), int(options.get("width", 128)), int(options.get("heads", 4))
+        init_std = float(options.get("init_std", 0.02))
         if options.get("architecture", "gpt2") == "llama":
             from transformers import LlamaConfig, LlamaForCausalLM
             config = LlamaConfig(vocab_size=len(tok), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers,
                                  num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=int(options.get("max_length", 64)),
+                                 initializer_range=init_std,
                                  bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
             return CausalLMBackbone(LlamaForCausalLM(config), self.answer_token_ids, self.spans)
         from transformers import GPT2Config, GPT2LMHeadModel
         config = GPT2Config(vocab_size=len(tok), n_positions=int(options.get("max_length", 64)), n_embd=width, n_layer=layers, n_head=heads,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=init_std,
                             bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         return CausalLMBackbone(GPT2LMHeadModel(config), self.answer_token_ids, self.spans)
 

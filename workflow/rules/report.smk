@@ -4,7 +4,7 @@ from plotlib.report import figure_paths, scaling_figure_path, scaling_series
 
 report: "../report/workflow.rst"
 
-REPORT_TABLES = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parquet", "report.md")]
+REPORT_TABLES = [f"{OUT}/{name}" for name in ("accuracy.parquet", "runtime.parquet", "report.md", "summary.rst")]
 FIGURES = {
     (bench, kind): f"{OUT}/{path}"
     for bench in RUN.benchmarks
