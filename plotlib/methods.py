@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Every coupling solver and the calibration-grid keys it takes (the spec section holds one grid per key):
+#: balanced entropic OT, unbalanced OT, exact OT, entropic Gromov-Wasserstein and fused GW
+#: (:func:`plotlib.transport.couple`), and the no-transport softmax baseline. A new solver is added here and
+#: in ``couple``.
+SOLVER_PARAMS = {"sinkhorn": ("eps",), "uot": ("eps", "beta"), "emd": (), "gw": ("eps",), "fgw": ("eps", "alpha"),
+                 "softmax": ("temperature",)}
+
 
 @dataclass(frozen=True)
 class Method:

@@ -32,7 +32,7 @@ from plotlib.localization import METRICS as LOCALIZATION_METRICS
 from plotlib.localization import localization
 from plotlib.metrics import selection_score
 from plotlib.patching import Subspace, interchange, site_subspace
-from plotlib.methods import REFINE_GRIDS
+from plotlib.methods import REFINE_GRIDS, SOLVER_PARAMS
 from plotlib.refine import mass_support, native_group_sites, pca_basis, pca_span_sites, support_basis
 from plotlib.sites import Location, Site, neuron_sites
 from plotlib.tasks import make_task
@@ -43,7 +43,6 @@ from plotlib.training import (UNTRAINED_KINDS, BelowAccuracyFloor, accuracy_floo
 log = logging.getLogger(__name__)
 
 #: The solver grid keys (in the spec's ``plot`` or ``refine`` section) of each solver.
-SOLVER_PARAMS = {"sinkhorn": ("eps",), "emd": (), "uot": ("eps", "beta"), "softmax": ("temperature",)}
 ACCURACY_COLUMNS = ["benchmark", "seed", "stage", "method", "variable", "split", "metric", "value", "n", "sites", "hyperparameters"]
 
 
@@ -300,10 +299,12 @@ def _solver_grid(run: Run, method: str) -> list[dict]:
 def stage_couple(run: Run, grid: str, methods: Iterable[str]) -> None:
     """Plans over each coupling method's solver grid, as a long table (method, params, variable, site,
     mass). Variables that share their allowed sites (Stage B: the same location) share one coupling."""
-    from plotlib.transport import couple, softmax_match  # POT: imported outside the timer
+    from plotlib.signatures import cost_matrix
+    from plotlib.transport import GEOMETRIC, couple, softmax_match  # POT: imported outside the timer
 
     sig = np.load(run.paths.signatures(grid))
     cost, allowed, variables, sites = sig["cost"], sig["allowed"], sig["variables"].tolist(), sig["sites"].tolist()
+    metric = run.spec["signatures"]["cost"]
     groups: dict[bytes, list[int]] = {}
     for vi in range(len(variables)):
         groups.setdefault(allowed[vi].tobytes(), []).append(vi)
@@ -315,7 +316,12 @@ def stage_couple(run: Run, grid: str, methods: Iterable[str]) -> None:
                 for rows_idx in groups.values():
                     cols = np.flatnonzero(allowed[rows_idx[0]])
                     sub = cost[np.ix_(rows_idx, cols)]
-                    plan = softmax_match(sub, params["temperature"]) / len(rows_idx) if solver == "softmax" else couple(sub, solver, **params)
+                    if solver == "softmax":
+                        plan = softmax_match(sub, params["temperature"]) / len(rows_idx)
+                    else:  # GW: the distances among these variables' and among these sites' signatures
+                        geometry = (cost_matrix(sig["abstract"][rows_idx], sig["abstract"][rows_idx], metric),
+                                    cost_matrix(sig["neural"][cols], sig["neural"][cols], metric)) if solver in GEOMETRIC else None
+                        plan = couple(sub, solver, **params, geometry=geometry)
                     for i, vi in enumerate(rows_idx):
                         rows.extend({"method": method, "params": json.dumps(params, sort_keys=True), "variable": variables[vi],
                                      "site": sites[c], "mass": float(plan[i, j])} for j, c in enumerate(cols))

@@ -1,7 +1,7 @@
 """Couplings between target variables (rows) and candidate sites (columns), uniform masses.
 
-Balanced entropic OT and exact EMD come from POT. Unbalanced OT (hard variable marginal, KL-relaxed
-site marginal) is solved here in the log domain, because POT 0.9.7's unbalanced solvers underflow
+Balanced entropic OT, exact EMD and entropic (fused) Gromov-Wasserstein come from POT. Unbalanced OT
+(hard variable marginal, KL-relaxed site marginal) is solved here in the log domain, because POT 0.9.7's unbalanced solvers underflow
 (or diverge) at the small regularizations of the calibration grid (eps ~ 1e-3 on unit-scale costs);
 ``tests/test_transport.py`` checks it against POT where POT is stable.
 """
@@ -13,7 +13,11 @@ import numpy as np
 import ot
 from scipy.special import logsumexp
 
-SOLVERS = ("sinkhorn", "uot", "emd")
+from plotlib.methods import SOLVER_PARAMS
+
+SOLVERS = tuple(s for s in SOLVER_PARAMS if s != "softmax")
+#: Solvers that compare the two sides' geometry (distances within the variables and within the sites).
+GEOMETRIC = ("gw", "fgw")
 
 
 def uniform(n: int) -> np.ndarray:
@@ -52,11 +56,33 @@ def sinkhorn_log_unbalanced(
     return np.exp(log_a[:, None] + log_b[None, :] + (f[:, None] + g[None, :] - cost) / eps)
 
 
-def couple(cost: np.ndarray, solver: str, eps: float | None = None, beta: float | None = None) -> np.ndarray:
+def entropic_fused_gw(cost: np.ndarray, inner_a: np.ndarray, inner_b: np.ndarray, eps: float, alpha: float,
+                      max_iter: int = 1000, tol: float = 1e-9) -> np.ndarray:
+    """Entropic fused Gromov-Wasserstein with uniform marginals and the square loss: mirror-descent steps
+    (Peyre et al. 2016), each a balanced log-domain Sinkhorn (POT) on ``(1 - alpha) * cost + alpha *``
+    the GW gradient at the current plan. POT's own entropic GW runs its Sinkhorn in the plain domain,
+    which fails at the small eps of a calibration grid."""
+    a, b = uniform(cost.shape[0]), uniform(cost.shape[1])
+    const, h_a, h_b = ot.gromov.init_matrix(inner_a, inner_b, a, b, "square_loss")
+    plan = np.outer(a, b)
+    for _ in range(max_iter):
+        linear = (1 - alpha) * cost + alpha * ot.gromov.tensor_product(const, h_a, h_b, plan)
+        new = ot.sinkhorn(a, b, linear, eps, method="sinkhorn_log", numItermax=5000, stopThr=1e-9)
+        done = np.abs(new - plan).max() < tol
+        plan = new
+        if done:
+            break
+    return plan
+
+
+def couple(cost: np.ndarray, solver: str, eps: float | None = None, beta: float | None = None, alpha: float | None = None,
+           geometry: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The plan (variables x sites) for ``cost`` with uniform marginals.
 
     ``sinkhorn``: balanced entropic OT, log domain (POT). ``uot``: variable marginal hard, site
-    marginal KL-relaxed with weight ``beta``. ``emd``: exact OT (POT).
+    marginal KL-relaxed with weight ``beta``. ``emd``: exact OT (POT). ``gw``: entropic Gromov-Wasserstein
+    (POT), which matches the distances among the variables to those among the sites (``geometry``: the two
+    distance matrices) and ignores ``cost``; ``fgw``: fused GW, ``(1 - alpha) * cost + alpha * GW``.
     """
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or not np.isfinite(cost).all():
@@ -70,6 +96,15 @@ def couple(cost: np.ndarray, solver: str, eps: float | None = None, beta: float 
         plan = sinkhorn_log_unbalanced(a, b, cost, eps, math.inf, beta)
     elif solver == "emd":
         plan = ot.emd(a, b, cost)
+    elif solver in GEOMETRIC:
+        if geometry is None:
+            raise ValueError(f"{solver} needs the distances within the variables and within the sites (geometry)")
+        inner_a, inner_b = (np.asarray(g, dtype=np.float64) for g in geometry)
+        if inner_a.shape != (cost.shape[0],) * 2 or inner_b.shape != (cost.shape[1],) * 2:
+            raise ValueError(f"geometry shapes {inner_a.shape}, {inner_b.shape} do not match cost {cost.shape}")
+        if solver == "fgw" and (alpha is None or not 0 <= alpha <= 1):
+            raise ValueError(f"fused GW needs 0 <= alpha <= 1, got {alpha}")
+        plan = entropic_fused_gw(cost, inner_a, inner_b, eps, 1.0 if solver == "gw" else alpha)
     else:
         raise ValueError(f"unknown solver {solver!r}; solvers are {SOLVERS}")
     if not np.isfinite(plan).all():

@@ -68,3 +68,45 @@ def test_translated_iterations_reach_the_plain_fixed_point(cost, eps, beta):
     fast = sinkhorn_log_unbalanced(a, b, cost, eps, np.inf, beta)
     plain = sinkhorn_log_unbalanced(a, b, cost, eps, np.inf, beta, max_iter=400_000, tol=1e-13, translate=False)
     assert np.allclose(fast, plain, atol=1e-7)
+
+
+def test_gromov_wasserstein_matches_identical_metric_spaces_by_identity():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(6, 3))
+    distances = ((points[:, None] - points[None]) ** 2).sum(-1)
+    plan = couple(np.zeros((6, 6)), "gw", eps=1e-3, geometry=(distances, distances))
+    assert np.allclose(plan, np.eye(6) / 6, atol=1e-4)
+
+
+def test_fused_gw_without_its_gw_term_is_entropic_ot(cost):
+    n, m = cost.shape
+    flat = (np.zeros((n, n)), np.zeros((m, m)))
+    fused = couple(cost, "fgw", eps=0.1, alpha=0.0, geometry=flat)
+    assert np.allclose(fused, couple(cost, "sinkhorn", eps=0.1), atol=1e-6)
+    with pytest.raises(ValueError, match="geometry"):
+        couple(cost, "gw", eps=0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        couple(cost, "fgw", eps=0.1, alpha=1.5, geometry=flat)
+
+
+def test_plot_couples_with_fused_gw_from_the_stored_signatures(tiny_results, tmp_path):
+    """The couple stage gives fgw the distances within the stored variable and site signatures."""
+    import shutil
+
+    import pandas as pd
+
+    from plotlib import pipeline
+    from plotlib.io import read_json, write_json
+
+    bench = tmp_path / "hierarchical_equality"
+    shutil.copytree(tiny_results / "hierarchical_equality", bench)
+    resolved = read_json(bench / "spec.json")
+    resolved["spec"]["plot"].update(solver="fgw", alpha=[0.0, 0.5])
+    write_json(resolved, bench / "spec.json")
+    run = pipeline.Run(str(bench / "spec.json"), 0, str(bench / "seed0"))
+    pipeline.stage_couple(run, "coarse", ["PLOT"])
+    plans = pd.read_parquet(run.paths.couplings("coarse"))
+    assert sorted(plans.params.unique()) == sorted(f'{{"alpha": {a}, "eps": {e}}}' for a in (0.0, 0.5)
+                                                   for e in resolved["spec"]["plot"]["eps"])
+    for _, plan in plans.groupby("params"):
+        assert plan.groupby("variable").mass.sum().to_numpy() == pytest.approx(0.5, abs=1e-6)
