@@ -11,6 +11,11 @@ Every *cell* of a location's grid (variable x k x lr, and its support) keeps its
 state and batch order, all fixed by its seed; the cells are trained together, their patched activations
 stacked in the batch dimension of one resumed forward per step, the way sweeps stack sites. Training a
 cell alone or beside others gives the same subspace (to float tolerance).
+
+A *Boundless DAS* cell (Wu et al. 2023) learns its dimension instead of taking it from the grid: a full
+rotation R of the room, and a boundary b in (0, 1] that softly selects R's first b x room directions,
+weights ``sigmoid((b * room - i - 1/2) / T)`` on direction i, with the temperature T annealed linearly
+over training and a penalty on b added to its loss. Its answer is R's first round(b x room) directions.
 """
 from __future__ import annotations
 
@@ -43,9 +48,33 @@ class Cell:
     seed: int
     within: torch.Tensor | None = field(default=None, compare=False)
     support: str = "location"
+    boundless: bool = False  # Boundless DAS: k is the room (a full rotation) and the size is learned
 
     def room(self, width: int) -> int:
         return width if self.within is None else self.within.shape[1]
+
+
+@dataclass(frozen=True)
+class Boundless:
+    """Boundless DAS training settings: the penalty on each boundary b (added to the cell's loss), the
+    temperature annealed linearly from ``start`` to ``end`` over training, and b's starting value."""
+
+    penalty: float = 0.1
+    start: float = 50.0
+    end: float = 0.1
+    initial: float = 0.5
+
+
+def boundary_weights(boundary: torch.Tensor, room: int, temperature: float) -> torch.Tensor:
+    """Soft weights (..., room) on a rotation's directions for boundaries (...,) in (0, 1]: about 1 on the
+    first ``boundary * room`` directions and 0 after; all 1 when the boundary is at 1 and T is small."""
+    edge = boundary.clamp(1.0 / room, 1.0)[..., None] * room
+    return torch.sigmoid((edge - torch.arange(room, dtype=boundary.dtype) - 0.5) / temperature)
+
+
+def boundary_size(boundary: float, room: int) -> int:
+    """The dimension a trained boundary selects: round(b x room), within 1..room."""
+    return max(1, min(room, round(boundary * room)))
 
 
 def initial_rotation(width: int, k: int, seed: int, within: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,47 +126,51 @@ class _Group:
     params: list[nn.Parameter]
     bases: torch.Tensor
     within: torch.Tensor | None
+    boundaries: list[nn.Parameter] | None = None  # Boundless DAS cells: one b per member
 
     def subspaces(self) -> torch.Tensor:
         q = orthonormal(torch.stack(self.params), self.bases)
         return q if self.within is None else self.within @ q
 
 
-def _groups(cells: Sequence[Cell], width: int) -> list[_Group]:
+def _groups(cells: Sequence[Cell], width: int, boundless: Boundless) -> list[_Group]:
     keys: dict[tuple, list[int]] = {}
     for i, cell in enumerate(cells):
-        keys.setdefault((cell.room(width), cell.k, cell.within is None), []).append(i)
+        keys.setdefault((cell.room(width), cell.k, cell.within is None, cell.boundless), []).append(i)
     groups = []
-    for members in keys.values():
+    for (_, _, _, is_boundless), members in keys.items():
         starts = [initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within) for i in members]
         within = None if cells[members[0]].within is None else torch.stack([cells[i].within for i in members])
-        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within))
+        boundaries = [nn.Parameter(torch.tensor(boundless.initial)) for _ in members] if is_boundless else None
+        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within, boundaries))
     return groups
 
 
 def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
-                    epochs: int, batch_size: int, max_rows: int | None = None) -> list[torch.Tensor]:
+                    epochs: int, batch_size: int, max_rows: int | None = None,
+                    boundless: Boundless = Boundless()) -> list[torch.Tensor]:
     """Fit every cell's Q at ``location`` on ``bank`` (the DAS training bank) against its variable's
-    counterfactual labels; returns one Q (d x k) per cell, in order. Cells are trained together, at most
-    ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``); each chunk of
-    cells is an independent training, so the chunking changes no result."""
+    counterfactual labels; returns one Q (d x k) per cell, in order (a Boundless cell's k is the size it
+    learned). Cells are trained together, at most ``max_rows`` stacked rows per forward (default: the
+    backbone's ``max_batch_rows``); each chunk of cells is an independent training, so the chunking
+    changes no result."""
     per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch_size)
     out: list[torch.Tensor] = []
     for start in range(0, len(cells), per_chunk):
-        out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size)
+        out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size, boundless)
     return out
 
 
 def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
-                    epochs: int, batch_size: int) -> list[torch.Tensor]:
+                    epochs: int, batch_size: int, boundless: Boundless) -> list[torch.Tensor]:
     h_base, h_source = bank.acts("base", location), bank.acts("source", location)
     x = bank.inputs_at(backbone, location)
     n, width = h_base.shape[0], h_base.shape[-1]
-    groups = _groups(cells, width)
+    groups = _groups(cells, width, boundless)
     trained: list[torch.Tensor | None] = [None] * len(cells)
-    # a cell whose k fills its room projects onto the whole room whatever its rotation (Q Q^T is the
+    # a DAS cell whose k fills its room projects onto the whole room whatever its rotation (Q Q^T is the
     # identity there), so training could not change its intervention: it keeps its starting subspace
-    fills = [cells[g.members[0]].k == cells[g.members[0]].room(width) for g in groups]
+    fills = [g.boundaries is None and cells[g.members[0]].k == cells[g.members[0]].room(width) for g in groups]
     _collect([g for g, f in zip(groups, fills) if f], trained)
     groups = [g for g, f in zip(groups, fills) if not f]
     if not groups:
@@ -145,26 +178,34 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
     order = [i for g in groups for i in g.members]  # the stacked rows follow the groups
     by_lr: dict[float, list[nn.Parameter]] = {}
     for g in groups:
-        for i, p in zip(g.members, g.params):
-            by_lr.setdefault(cells[i].lr, []).append(p)
+        for j, (i, p) in enumerate(zip(g.members, g.params)):
+            by_lr.setdefault(cells[i].lr, []).extend([p] if g.boundaries is None else [p, g.boundaries[j]])
     optimizer = torch.optim.Adam([{"params": ps, "lr": lr} for lr, ps in by_lr.items()], foreach=True)
     labels = torch.stack([bank.labels(cells[i].variable) for i in order])
     generators = [torch.Generator().manual_seed(cells[i].seed) for i in order]
     loss_fn = bank.task.readout.loss
+    steps, step = epochs * -(-n // batch_size), 0
     for epoch in range(epochs):
         batches = zip(*(torch.randperm(n, generator=g).split(batch_size) for g in generators))
         for rows in batches:
+            temperature = boundless.start + (boundless.end - boundless.start) * step / max(steps - 1, 1)
             idx = torch.stack(rows)  # (cells, batch): each cell's own minibatch
-            patched, at = [], 0
+            patched, penalty, at = [], 0.0, 0
             for g in groups:
                 part = idx[at:at + len(g.members)]
-                patched.append(interchange(h_base[part], h_source[part], Subspace(basis=g.subspaces()).project))
+                weights = None
+                if g.boundaries is not None:
+                    b = torch.stack(list(g.boundaries))
+                    weights = boundary_weights(b, g.params[0].shape[0], temperature).unsqueeze(-2)
+                    penalty = penalty + boundless.penalty * b.sum()
+                patched.append(interchange(h_base[part], h_source[part], Subspace(basis=g.subspaces(), weights=weights).project))
                 at += len(g.members)
             flat = torch.cat(patched).reshape(-1, width)
             logits = backbone.resume(location, flat, x[idx.reshape(-1)])
             # the mean over all stacked rows times the number of cells is the sum of each cell's own mean
-            # loss, so each cell's parameters get exactly its own gradient
-            loss = loss_fn(logits, labels.gather(1, idx).reshape(-1)) * len(order)
+            # loss, so each cell's parameters get exactly its own gradient (and its own boundary penalty)
+            loss = loss_fn(logits, labels.gather(1, idx).reshape(-1)) * len(order) + penalty
+            step += 1
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"DAS loss became {loss.item()} at {location} "
                                          f"(cells k={sorted({c.k for c in cells})}, lr={sorted({c.lr for c in cells})})")
@@ -178,10 +219,12 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
 
 @torch.no_grad()
 def _collect(groups: Sequence[_Group], trained: list) -> None:
-    """Each group's current subspaces into ``trained``, at their cells' places."""
+    """Each group's current subspaces into ``trained``, at their cells' places (a Boundless cell's first
+    directions, as many as its boundary selects)."""
     for g in groups:
-        for i, q in zip(g.members, g.subspaces()):
-            trained[i] = q.contiguous()
+        for j, (i, q) in enumerate(zip(g.members, g.subspaces())):
+            k = q.shape[-1] if g.boundaries is None else boundary_size(float(g.boundaries[j]), q.shape[-1])
+            trained[i] = q[:, :k].contiguous()
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ SOLVER_PARAMS = {"sinkhorn": ("eps",), "uot": ("eps", "beta"), "emd": (), "gw": 
 class Method:
     """``parent``: the method whose handle this one starts from (Stage B and guided DAS). ``where`` (DAS
     methods): at ``every`` coarse location, where the parent's handle points (``guide``), or at a coarse
-    location drawn uniformly per variable with the run's seed (``random``)."""
+    location drawn uniformly per variable with the run's seed (``random``); ``boundless``: Boundless DAS,
+    which learns each subspace's size (:class:`plotlib.das.Boundless`) instead of searching the k grid."""
 
     name: str
     kind: str  # "handle" (coupling + calibration) or "das"
@@ -29,6 +30,7 @@ class Method:
     solver: str | None = None  # "plot" (the spec's plot.solver), "refine" (refine.solver), uot, softmax, onehot
     parent: str | None = None
     where: str | None = None  # DAS methods: "every", "guide" or "random"
+    boundless: bool = False  # DAS methods: Boundless DAS (one cell per lr, its dimension learned) instead of the k grid
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -40,6 +42,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("PLOT-PCA", "handle", "pca", "refine", parent="PLOT"),
     Method("Full DAS", "das", where="every"),
     Method("PLOT-DAS", "das", parent="PLOT", where="guide"),
+    Method("Full Boundless DAS", "das", where="every", boundless=True),
+    Method("PLOT-Boundless-DAS", "das", parent="PLOT", where="guide", boundless=True),
     Method("PLOT-native-DAS", "das", parent="PLOT-native", where="guide"),
     Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA", where="guide"),
     # controls for a guide (docs/method.md §7): DAS at the brute-force site, and at a random coarse location

@@ -21,19 +21,24 @@ from plotlib.sites import Location, Site
 
 @dataclass(frozen=True)
 class Subspace:
-    """The projection P of a site: a 0/1 coordinate ``mask`` (d,) or orthonormal ``basis`` (d, r)."""
+    """The projection P of a site: a 0/1 coordinate ``mask`` (d,) or orthonormal ``basis`` (d, r), the
+    basis optionally with ``weights`` (r,) in [0, 1] on its directions (Boundless DAS's soft mask)."""
 
     mask: torch.Tensor | None = None
     basis: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if (self.mask is None) == (self.basis is None):
             raise ValueError("a Subspace is either a coordinate mask or a basis, exactly one")
+        if self.weights is not None and self.basis is None:
+            raise ValueError("weights apply to a basis' directions")
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
             return delta * self.mask
-        return (delta @ self.basis) @ self.basis.mT  # also batched: bases (..., d, r) with deltas (..., n, d)
+        coords = delta @ self.basis  # also batched: bases (..., d, r) with deltas (..., n, d)
+        return (coords if self.weights is None else coords * self.weights) @ self.basis.mT
 
 
 @dataclass(frozen=True)

@@ -40,14 +40,17 @@ def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.D
 
 
 SUMMARY_COLUMNS = ["benchmark", "method", "n_seeds", "iia", "iia_std", "seconds", "seconds_std", "seconds_wall",
-                   "speedup_vs_full_das", "delta_iia_vs_full_das"]
+                   "speedup_vs_full_das", "delta_iia_vs_full_das", "speedup_vs_full_boundless_das"]
+#: The exhaustive baseline that learns each subspace's size: the second speedup column is against it.
+BOUNDLESS_BASELINE = "Full Boundless DAS"
 
 
 def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
     """One row per (benchmark, method) over its seeds: test combined IIA (per seed the mean over
     variables; then mean and standard deviation over seeds), counted CPU seconds (``seconds``, mean and
-    standard deviation over seeds) with wall seconds beside, and the speedup and IIA difference against
-    Full DAS (from the means). A standard deviation needs two seeds (NaN with one)."""
+    standard deviation over seeds) with wall seconds beside, the speedup and IIA difference against
+    Full DAS (from the means), and the speedup against Full Boundless DAS (NaN where a benchmark does not
+    run it). A standard deviation needs two seeds (NaN with one)."""
     test = accuracy[(accuracy.split == "test") & (accuracy.metric == "combined")]
     per_seed = test.groupby(["benchmark", "method", "seed"], as_index=False)["value"].mean().rename(columns={"value": "iia"})
     per_seed = per_seed.merge(seconds, on=["benchmark", "method", "seed"], how="outer")
@@ -57,6 +60,8 @@ def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
     base = out[out.method == BASELINE].set_index("benchmark")
     out["speedup_vs_full_das"] = out.benchmark.map(base.seconds) / out.seconds
     out["delta_iia_vs_full_das"] = out.iia - out.benchmark.map(base.iia)
+    boundless = out[out.method == BOUNDLESS_BASELINE].set_index("benchmark")
+    out["speedup_vs_full_boundless_das"] = out.benchmark.map(boundless.seconds) / out.seconds
     order = {m: i for i, m in enumerate(METHODS)}
     out = out.sort_values(["benchmark", "method"], key=lambda c: c.map(order) if c.name == "method" else c)
     return out[SUMMARY_COLUMNS].reset_index(drop=True)
@@ -64,7 +69,7 @@ def summarize(accuracy: pd.DataFrame, seconds: pd.DataFrame) -> pd.DataFrame:
 
 #: Decimals kept in summary.csv per column (IIA to 1e-4, seconds to 0.1 ms, speedups to 0.01x).
 SUMMARY_DIGITS = {"iia": 4, "iia_std": 4, "delta_iia_vs_full_das": 4, "seconds": 4, "seconds_std": 4, "seconds_wall": 4,
-                  "speedup_vs_full_das": 2}
+                  "speedup_vs_full_das": 2, "speedup_vs_full_boundless_das": 2}
 
 
 #: The guided DAS whose claim the controls test, and the controls (docs/method.md §7).
@@ -276,6 +281,8 @@ def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accu
                           "wall s": [f"{w:.2f}" for w in part.seconds_wall],
                           "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
                           "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
+    if part.speedup_vs_full_boundless_das.notna().any():
+        table["speedup vs Full Boundless DAS"] = [f"{x:.1f}x" for x in part.speedup_vs_full_boundless_das]
     lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
               _markdown(table), ""]
     lines += control_lines(summary, bench)

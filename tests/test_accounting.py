@@ -35,7 +35,8 @@ def _runtime_rows() -> pd.DataFrame:
                                    ("PLOT", "couple", 0.5), ("PLOT", "calibrate", 0.5),
                                    ("das-training", "cache_das_train", 3.0),
                                    ("Full DAS", "das_h1", 20.0), ("Full DAS", "das_h2", 20.0), ("Full DAS", "select_test", 1.0),
-                                   ("PLOT-DAS", "das", 6.0), ("PLOT-DAS", "select_test", 1.0)]:
+                                   ("PLOT-DAS", "das", 6.0), ("PLOT-DAS", "select_test", 1.0),
+                                   ("Full Boundless DAS", "das_h1", 5.0), ("Full Boundless DAS", "das_h2", 5.0)]:
             rows.append({"benchmark": "b", "seed": seed, "method": method, "stage": stage,
                          "seconds_cpu": cpu * scale, "seconds_wall": 10 * cpu * scale})
     return pd.DataFrame(rows)
@@ -43,7 +44,8 @@ def _runtime_rows() -> pd.DataFrame:
 
 def _accuracy_rows() -> pd.DataFrame:
     iia = {("Full DAS", 0): (1.0, 0.8), ("Full DAS", 1): (1.0, 1.0), ("PLOT", 0): (0.5, 0.7), ("PLOT", 1): (0.7, 0.7),
-           ("PLOT-DAS", 0): (0.9, 0.9), ("PLOT-DAS", 1): (0.7, 0.7)}
+           ("PLOT-DAS", 0): (0.9, 0.9), ("PLOT-DAS", 1): (0.7, 0.7),
+           ("Full Boundless DAS", 0): (1.0, 0.8), ("Full Boundless DAS", 1): (1.0, 1.0)}
     rows = []
     for (method, seed), values in iia.items():
         for variable, value in zip(("A", "B"), values):
@@ -55,7 +57,7 @@ def _accuracy_rows() -> pd.DataFrame:
 
 
 def test_method_seconds_and_summary_on_hand_made_rows():
-    seconds = method_seconds(_runtime_rows(), {"b": ["PLOT", "Full DAS", "PLOT-DAS"]})
+    seconds = method_seconds(_runtime_rows(), {"b": ["PLOT", "Full DAS", "PLOT-DAS", "Full Boundless DAS"]})
     cpu = seconds.set_index(["method", "seed"]).seconds_cpu
     assert cpu["PLOT", 0] == pytest.approx(1 + 2 + 0.5 + 0.5)  # fit cache, signatures, couplings, calibration
     assert cpu["Full DAS", 0] == pytest.approx(3 + 20 + 20 + 1)  # DAS training cache, both locations, selection
@@ -70,6 +72,10 @@ def test_method_seconds_and_summary_on_hand_made_rows():
     assert summary.speedup_vs_full_das["PLOT-DAS"] == pytest.approx(66.0 / 21.0)
     assert summary.delta_iia_vs_full_das["PLOT-DAS"] == pytest.approx(0.8 - 0.95)
     assert summary.speedup_vs_full_das["Full DAS"] == 1.0 and summary.delta_iia_vs_full_das["Full DAS"] == 0.0
+    # the second baseline: Full Boundless DAS costs its training cache and both locations, 3 + 5 + 5 on seed 0
+    assert summary.seconds["Full Boundless DAS"] == pytest.approx(1.5 * 13)
+    assert summary.speedup_vs_full_boundless_das["PLOT-DAS"] == pytest.approx(1.5 * 13 / 21.0)
+    assert summary.speedup_vs_full_boundless_das["Full DAS"] == pytest.approx(13 / 44)
 
 
 def test_das_methods_train_the_same_cell_alike(tiny_results):

@@ -4,10 +4,11 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
-from plotlib.das import Cell, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, random_subspace, train_rotations
+from plotlib.das import (Boundless, Cell, boundary_size, boundary_weights, evaluate_rotation, evaluate_rotations, initial_rotation,
+                         orthonormal, random_subspace, train_rotations)
 from plotlib.handles import Handle, evaluate_handle
 from plotlib.metrics import iia
-from plotlib.patching import Edit, Subspace, run_with_edits, site_subspace, sweep_single_sites
+from plotlib.patching import Edit, Subspace, interchange, run_with_edits, site_subspace, sweep_single_sites
 from plotlib.sites import Location, Site, Support
 
 
@@ -157,3 +158,29 @@ def test_batched_handle_evaluation_equals_one_handle_at_a_time(mlp, cached_bank)
     for handle, scores in zip(handles, batched):
         alone = evaluate_handle(mlp, cached_bank, handle, "WX", widths)
         assert scores == pytest.approx(alone)
+
+
+def test_boundless_das_with_its_mask_forced_open_equals_das_at_full_dimension(mlp, cached_bank):
+    """With the boundary at 1 and a cold temperature, every direction of the rotation is swapped: the
+    Boundless intervention is DAS's at k = room, which is the full interchange."""
+    q = random_subspace(16, 16, seed=3)
+    weights = boundary_weights(torch.tensor(1.0), 16, temperature=0.01)
+    assert torch.allclose(weights, torch.ones(16))
+    h, source = cached_bank.acts("base", "h1"), cached_bank.acts("source", "h1")
+    soft = interchange(h, source, Subspace(basis=q, weights=weights).project)
+    assert torch.allclose(soft, interchange(h, source, Subspace(basis=q).project), atol=1e-5)
+    assert torch.allclose(soft, source, atol=1e-5)
+    assert boundary_size(1.0, 16) == 16 and boundary_size(0.2, 16) == 3 and boundary_size(0.0, 16) == 1
+
+
+def test_boundless_das_learns_its_size_seeded_and_alone_as_beside_das_cells(mlp, cached_bank):
+    boundless = Boundless(penalty=0.1, start=5.0, end=0.1)
+    cell = Cell("WX", 16, 0.01, seed=7, boundless=True)
+    a, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, boundless=boundless)
+    b, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, boundless=boundless)
+    assert torch.equal(a, b) and 1 <= a.shape[1] < 16  # the penalty shrank the boundary from its start, 8 of 16
+    assert torch.allclose(a.T @ a, torch.eye(a.shape[1]), atol=1e-5)
+    beside = train_rotations(mlp, cached_bank, "h1", [Cell("YZ", 4, 0.01, seed=1), cell], epochs=10, batch_size=64,
+                             boundless=boundless)[1]
+    assert beside.shape == a.shape and torch.allclose(beside @ beside.T, a @ a.T, atol=2e-3)
+    assert evaluate_rotation(mlp, cached_bank, "h1", "WX", a)["combined"] > 0.75

@@ -176,3 +176,28 @@ def test_bad_benchmark_spec_and_missing_checkpoint_are_named(tmp_path):
 def test_workflow_passes_snakemake_lint(tmp_path):
     proc = snakemake(tmp_path, "--lint", cores=None)
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_boundless_das_runs_at_every_location_and_at_plots_site(tiny_results, tmp_path):
+    """Full Boundless DAS (one job per location, then select) and PLOT-Boundless-DAS on a finished tiny run:
+    one cell per lr, each subspace's size learned within the room, charged like every DAS method."""
+    import shutil
+
+    from plotlib import pipeline
+    from plotlib.methods import charges
+
+    bench = tmp_path / "hierarchical_equality"
+    shutil.copytree(tiny_results / "hierarchical_equality", bench)
+    run = pipeline.Run(str(bench / "spec.json"), 0, str(bench / "seed0"))
+    locations = [loc.id for loc in run.locations]
+    for location in locations:
+        pipeline.stage_das_location(run, "Full Boundless DAS", location)
+    pipeline.stage_das_select(run, "Full Boundless DAS", locations)
+    pipeline.stage_guided_das(run, "PLOT-Boundless-DAS")
+    scores = pd.concat(pd.read_parquet(run.paths.das_scores("Full Boundless DAS", loc)) for loc in locations)
+    assert len(scores) == len(locations) * len(run.task.targets) * len(run.spec["das"]["lrs"])
+    assert scores.key.str.contains("/boundless/").all() and (scores.k >= 1).all() and (scores.k <= scores.room).all()
+    for method in ("Full Boundless DAS", "PLOT-Boundless-DAS"):
+        acc = pd.read_parquet(run.paths.accuracy(method))
+        assert set(acc.variable) == set(run.task.targets) and acc.value.between(0, 1).all()
+    assert charges("PLOT-Boundless-DAS") == (*charges("PLOT"), "das-training", "PLOT-Boundless-DAS")
