@@ -12,10 +12,13 @@ state and batch order, all fixed by its seed; the cells are trained together, th
 stacked in the batch dimension of one resumed forward per step, the way sweeps stack sites. Training a
 cell alone or beside others gives the same subspace (to float tolerance).
 
-A *Boundless DAS* cell (Wu et al. 2023) learns its dimension instead of taking it from the grid: a full
-rotation R of the room, and a boundary b in (0, 1] that softly selects R's first b x room directions,
-weights ``sigmoid((b * room - i - 1/2) / T)`` on direction i, with the temperature T annealed linearly
-over training and a penalty on b added to its loss. Its answer is R's first round(b x room) directions.
+Two kinds of cell learn their size instead of taking k from the grid (``Cell.mask``), each with a
+temperature T annealed linearly over training and a penalty on the fraction of the room it uses:
+- ``boundary``, Boundless DAS (Wu et al. 2023): a full rotation R of the room and a boundary b in (0, 1]
+  that weights R's direction i by ``sigmoid((b * room - i - 1/2) / T)``; its answer is R's first
+  round(b x room) directions;
+- ``units``, DBM (a learned mask over native units): no rotation, unit i weighted by ``sigmoid(l_i / T)``;
+  its answer is the units with l_i > 0 (the strongest one if none).
 """
 from __future__ import annotations
 
@@ -48,16 +51,17 @@ class Cell:
     seed: int
     within: torch.Tensor | None = field(default=None, compare=False)
     support: str = "location"
-    boundless: bool = False  # Boundless DAS: k is the room (a full rotation) and the size is learned
+    mask: str | None = None  # "boundary" (Boundless DAS) or "units" (DBM): k is the room, the size is learned
 
     def room(self, width: int) -> int:
         return width if self.within is None else self.within.shape[1]
 
 
 @dataclass(frozen=True)
-class Boundless:
-    """Boundless DAS training settings: the penalty on each boundary b (added to the cell's loss), the
-    temperature annealed linearly from ``start`` to ``end`` over training, and b's starting value."""
+class MaskSchedule:
+    """Settings of the cells that learn their size (Boundless DAS, DBM): the penalty on the fraction of
+    the room a cell uses (added to its loss), the temperature annealed linearly from ``start`` to ``end``
+    over training, and a boundary's starting value (DBM's unit logits start at 0)."""
 
     penalty: float = 0.1
     start: float = 50.0
@@ -75,6 +79,12 @@ def boundary_weights(boundary: torch.Tensor, room: int, temperature: float) -> t
 def boundary_size(boundary: float, room: int) -> int:
     """The dimension a trained boundary selects: round(b x room), within 1..room."""
     return max(1, min(room, round(boundary * room)))
+
+
+def kept_units(logits: torch.Tensor) -> torch.Tensor:
+    """The units a trained DBM mask keeps: those with a positive logit, or the strongest one if none."""
+    kept = torch.nonzero(logits > 0).flatten()
+    return kept if len(kept) else logits.argmax().reshape(1)
 
 
 def initial_rotation(width: int, k: int, seed: int, within: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,36 +129,69 @@ def random_subspace(width: int, k: int, seed: int, within: torch.Tensor | None =
 
 @dataclass
 class _Group:
-    """Cells of one shape (room, k) and support kind: each keeps its own parameters, stacked into one
-    batched orthogonal map per step."""
+    """Cells of one shape (room, k), support kind and mask kind: each keeps its own parameters (rotation
+    parameters, or a DBM cell's unit logits), stacked into one batched map per step."""
 
     members: list[int]
     params: list[nn.Parameter]
-    bases: torch.Tensor
+    bases: torch.Tensor | None
     within: torch.Tensor | None
+    mask: str | None = None
     boundaries: list[nn.Parameter] | None = None  # Boundless DAS cells: one b per member
 
+    @property
+    def trainable(self) -> list[list[nn.Parameter]]:
+        """Each member's parameters."""
+        return [[p] if self.boundaries is None else [p, b] for p, b in zip(self.params, self.boundaries or self.params)]
+
     def subspaces(self) -> torch.Tensor:
-        q = orthonormal(torch.stack(self.params), self.bases)
+        if self.mask == "units":  # native units: the identity of the room
+            room = self.params[0].shape[0]
+            q = torch.eye(room).expand(len(self.members), room, room)
+        else:
+            q = orthonormal(torch.stack(self.params), self.bases)
         return q if self.within is None else self.within @ q
 
+    def weights(self, temperature: float) -> torch.Tensor | None:
+        """Soft weights (members, room) on the directions, for the cells that learn their size."""
+        if self.mask == "boundary":
+            return boundary_weights(torch.stack(list(self.boundaries)), self.params[0].shape[0], temperature)
+        if self.mask == "units":
+            return torch.sigmoid(torch.stack(self.params) / temperature)
+        return None
 
-def _groups(cells: Sequence[Cell], width: int, boundless: Boundless) -> list[_Group]:
+    def answers(self) -> list[torch.Tensor]:
+        """Each member's subspace: the trained one, or what its learned mask keeps."""
+        out = []
+        for j, q in enumerate(self.subspaces()):
+            if self.mask == "boundary":
+                q = q[:, :boundary_size(float(self.boundaries[j]), q.shape[-1])]
+            elif self.mask == "units":
+                q = q[:, kept_units(self.params[j].detach())]
+            out.append(q.contiguous())
+        return out
+
+
+def _groups(cells: Sequence[Cell], width: int, schedule: MaskSchedule) -> list[_Group]:
     keys: dict[tuple, list[int]] = {}
     for i, cell in enumerate(cells):
-        keys.setdefault((cell.room(width), cell.k, cell.within is None, cell.boundless), []).append(i)
+        keys.setdefault((cell.room(width), cell.k, cell.within is None, cell.mask), []).append(i)
     groups = []
-    for (_, _, _, is_boundless), members in keys.items():
-        starts = [initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within) for i in members]
+    for (room, _, _, mask), members in keys.items():
         within = None if cells[members[0]].within is None else torch.stack([cells[i].within for i in members])
-        boundaries = [nn.Parameter(torch.tensor(boundless.initial)) for _ in members] if is_boundless else None
-        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within, boundaries))
+        if mask == "units":
+            groups.append(_Group(members, [nn.Parameter(torch.zeros(room)) for _ in members], None, within, mask))
+            continue
+        starts = [initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within) for i in members]
+        boundaries = [nn.Parameter(torch.tensor(schedule.initial)) for _ in members] if mask == "boundary" else None
+        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within,
+                             mask, boundaries))
     return groups
 
 
 def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
                     epochs: int, batch_size: int, max_rows: int | None = None,
-                    boundless: Boundless = Boundless()) -> list[torch.Tensor]:
+                    schedule: MaskSchedule = MaskSchedule()) -> list[torch.Tensor]:
     """Fit every cell's Q at ``location`` on ``bank`` (the DAS training bank) against its variable's
     counterfactual labels; returns one Q (d x k) per cell, in order (a Boundless cell's k is the size it
     learned). Cells are trained together, at most ``max_rows`` stacked rows per forward (default: the
@@ -157,20 +200,20 @@ def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells:
     per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch_size)
     out: list[torch.Tensor] = []
     for start in range(0, len(cells), per_chunk):
-        out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size, boundless)
+        out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size, schedule)
     return out
 
 
 def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
-                    epochs: int, batch_size: int, boundless: Boundless) -> list[torch.Tensor]:
+                    epochs: int, batch_size: int, schedule: MaskSchedule) -> list[torch.Tensor]:
     h_base, h_source = bank.acts("base", location), bank.acts("source", location)
     x = bank.inputs_at(backbone, location)
     n, width = h_base.shape[0], h_base.shape[-1]
-    groups = _groups(cells, width, boundless)
+    groups = _groups(cells, width, schedule)
     trained: list[torch.Tensor | None] = [None] * len(cells)
     # a DAS cell whose k fills its room projects onto the whole room whatever its rotation (Q Q^T is the
     # identity there), so training could not change its intervention: it keeps its starting subspace
-    fills = [g.boundaries is None and cells[g.members[0]].k == cells[g.members[0]].room(width) for g in groups]
+    fills = [g.mask is None and cells[g.members[0]].k == cells[g.members[0]].room(width) for g in groups]
     _collect([g for g, f in zip(groups, fills) if f], trained)
     groups = [g for g, f in zip(groups, fills) if not f]
     if not groups:
@@ -178,8 +221,8 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
     order = [i for g in groups for i in g.members]  # the stacked rows follow the groups
     by_lr: dict[float, list[nn.Parameter]] = {}
     for g in groups:
-        for j, (i, p) in enumerate(zip(g.members, g.params)):
-            by_lr.setdefault(cells[i].lr, []).extend([p] if g.boundaries is None else [p, g.boundaries[j]])
+        for i, params in zip(g.members, g.trainable):
+            by_lr.setdefault(cells[i].lr, []).extend(params)
     optimizer = torch.optim.Adam([{"params": ps, "lr": lr} for lr, ps in by_lr.items()], foreach=True)
     labels = torch.stack([bank.labels(cells[i].variable) for i in order])
     generators = [torch.Generator().manual_seed(cells[i].seed) for i in order]
@@ -188,22 +231,21 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
     for epoch in range(epochs):
         batches = zip(*(torch.randperm(n, generator=g).split(batch_size) for g in generators))
         for rows in batches:
-            temperature = boundless.start + (boundless.end - boundless.start) * step / max(steps - 1, 1)
+            temperature = schedule.start + (schedule.end - schedule.start) * step / max(steps - 1, 1)
             idx = torch.stack(rows)  # (cells, batch): each cell's own minibatch
             patched, penalty, at = [], 0.0, 0
             for g in groups:
                 part = idx[at:at + len(g.members)]
-                weights = None
-                if g.boundaries is not None:
-                    b = torch.stack(list(g.boundaries))
-                    weights = boundary_weights(b, g.params[0].shape[0], temperature).unsqueeze(-2)
-                    penalty = penalty + boundless.penalty * b.sum()
+                weights = g.weights(temperature)
+                if weights is not None:  # the fraction of the room each cell uses, penalized
+                    penalty = penalty + schedule.penalty * weights.mean(-1).sum()
+                    weights = weights.unsqueeze(-2)
                 patched.append(interchange(h_base[part], h_source[part], Subspace(basis=g.subspaces(), weights=weights).project))
                 at += len(g.members)
             flat = torch.cat(patched).reshape(-1, width)
             logits = backbone.resume(location, flat, x[idx.reshape(-1)])
             # the mean over all stacked rows times the number of cells is the sum of each cell's own mean
-            # loss, so each cell's parameters get exactly its own gradient (and its own boundary penalty)
+            # loss, so each cell's parameters get exactly its own gradient (and its own mask penalty)
             loss = loss_fn(logits, labels.gather(1, idx).reshape(-1)) * len(order) + penalty
             step += 1
             if not torch.isfinite(loss):
@@ -219,12 +261,11 @@ def _train_together(backbone: nn.Module, bank: CachedBank, location: str, cells:
 
 @torch.no_grad()
 def _collect(groups: Sequence[_Group], trained: list) -> None:
-    """Each group's current subspaces into ``trained``, at their cells' places (a Boundless cell's first
-    directions, as many as its boundary selects)."""
+    """Each group's current subspaces into ``trained``, at their cells' places (for a cell that learns its
+    size, the directions its mask keeps)."""
     for g in groups:
-        for j, (i, q) in enumerate(zip(g.members, g.subspaces())):
-            k = q.shape[-1] if g.boundaries is None else boundary_size(float(g.boundaries[j]), q.shape[-1])
-            trained[i] = q[:, :k].contiguous()
+        for i, q in zip(g.members, g.answers()):
+            trained[i] = q
 
 
 @torch.no_grad()

@@ -21,8 +21,9 @@ SOLVER_PARAMS = {"sinkhorn": ("eps",), "uot": ("eps", "beta"), "emd": (), "gw": 
 class Method:
     """``parent``: the method whose handle this one starts from (Stage B and guided DAS). ``where`` (DAS
     methods): at ``every`` coarse location, where the parent's handle points (``guide``), or at a coarse
-    location drawn uniformly per variable with the run's seed (``random``); ``boundless``: Boundless DAS,
-    which learns each subspace's size (:class:`plotlib.das.Boundless`) instead of searching the k grid."""
+    location drawn uniformly per variable with the run's seed (``random``); ``mask``: learn each subspace's
+    size instead of searching the k grid, Boundless DAS (``boundary``, a rotation) or DBM (``units``, native
+    units), see :mod:`plotlib.das`."""
 
     name: str
     kind: str  # "handle" (coupling + calibration) or "das"
@@ -30,7 +31,7 @@ class Method:
     solver: str | None = None  # "plot" (the spec's plot.solver), "refine" (refine.solver), uot, softmax, onehot
     parent: str | None = None
     where: str | None = None  # DAS methods: "every", "guide" or "random"
-    boundless: bool = False  # DAS methods: Boundless DAS (one cell per lr, its dimension learned) instead of the k grid
+    mask: str | None = None  # DAS methods: "boundary" (Boundless DAS) or "units" (DBM), one cell per lr, its size learned
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -42,8 +43,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("PLOT-PCA", "handle", "pca", "refine", parent="PLOT"),
     Method("Full DAS", "das", where="every"),
     Method("PLOT-DAS", "das", parent="PLOT", where="guide"),
-    Method("Full Boundless DAS", "das", where="every", boundless=True),
-    Method("PLOT-Boundless-DAS", "das", parent="PLOT", where="guide", boundless=True),
+    Method("Full Boundless DAS", "das", where="every", mask="boundary"),
+    Method("PLOT-Boundless-DAS", "das", parent="PLOT", where="guide", mask="boundary"),
+    Method("Full DBM", "das", where="every", mask="units"),
+    Method("PLOT-DBM", "das", parent="PLOT", where="guide", mask="units"),
     Method("PLOT-native-DAS", "das", parent="PLOT-native", where="guide"),
     Method("PLOT-PCA-DAS", "das", parent="PLOT-PCA", where="guide"),
     # controls for a guide (docs/method.md §7): DAS at the brute-force site, and at a random coarse location

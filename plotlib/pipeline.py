@@ -24,7 +24,7 @@ from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
 from plotlib.cache import CachedBank, build_cache, capture_locations
 from plotlib.config import ConfigError
-from plotlib.das import Boundless, Cell, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
+from plotlib.das import Cell, MaskSchedule, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles, solver_params
 from plotlib.io import atomic_path, read_json, write_json, write_parquet
 from plotlib.layout import RunPaths
@@ -410,15 +410,15 @@ def _coupling_rows(run: Run, method: str, variable: str):
 # --- DAS: one implementation for Full DAS and every guided variant -------------------------------
 
 def _das_cells(run: Run, location: str, variable: str, within: torch.Tensor | None = None,
-               dims: Iterable[int] | None = None, support: str = "location", boundless: bool = False) -> list[Cell]:
+               dims: Iterable[int] | None = None, support: str = "location", mask: str | None = None) -> list[Cell]:
     """The (k, lr) grid of one variable at ``location`` (inside ``within``, named ``support``, if given).
-    ``dims`` defaults to the spec's grid, capped at the room available; ``boundless``: one Boundless DAS
-    cell per lr instead (a full rotation of the room, its size learned). Seeds depend on the cell, never
-    on the method."""
+    ``dims`` defaults to the spec's grid, capped at the room available; with a ``mask`` ("boundary":
+    Boundless DAS, "units": DBM), one cell per lr instead, whose size is learned. Seeds depend on the cell,
+    never on the method."""
     cfg = run.spec["das"]
     room = run.widths[location] if within is None else within.shape[1]
-    if boundless:
-        return [Cell(variable, room, lr, derived_seed(run.seed, variable, location, "boundless", lr), within, support, True)
+    if mask:
+        return [Cell(variable, room, lr, derived_seed(run.seed, variable, location, mask, lr), within, support, mask)
                 for lr in cfg["lrs"]]
     capped = sorted(k for k in (dims or cfg["dims"]) if k > room)
     if capped:
@@ -431,14 +431,14 @@ def _das_grid(run: Run, method: str, location: str, cells: list[Cell]) -> tuple[
     """Train every cell at ``location`` together, then score each on calibration."""
     cfg = run.spec["das"]
     width = run.widths[location]
-    settings = Boundless(cfg["boundless_penalty"], *cfg["boundless_temperature"])
+    schedule = MaskSchedule(cfg["mask_penalty"], *cfg["mask_temperature"])
     subspaces = train_rotations(run.backbone, run.bank("das_train"), location, cells, cfg["epochs"], cfg["batch_size"],
-                                boundless=settings)
+                                schedule=schedule)
     scores = evaluate_rotations(run.backbone, run.bank("calibration"), location, [c.variable for c in cells], subspaces)
     rows, bases = [], {}
     for cell, q, score in zip(cells, subspaces, scores):
-        k = q.shape[-1]  # a Boundless cell's learned size
-        key = f"{location}/{cell.variable}/{cell.support}/{'boundless' if cell.boundless else f'k{k}'}/lr{cell.lr}"
+        k = q.shape[-1]  # a learned size where the cell has a mask
+        key = f"{location}/{cell.variable}/{cell.support}/{cell.mask or f'k{k}'}/lr{cell.lr}"
         bases[key] = q
         rows.append({"location": location, "variable": cell.variable, "support": cell.support, "k": k, "lr": cell.lr,
                      "key": key, "room": cell.room(width), **{m: score[m] for m in ("sensitive", "invariant", "combined")}})
@@ -456,8 +456,8 @@ def _write_das(run: Run, method: str, tag: str, rows: list[dict], bases: dict[st
 def stage_das_location(run: Run, method: str, location: str) -> None:
     """One Full DAS job: the whole (variable, k, lr) grid at one coarse location, trained together."""
     with run.runtime.stage(method, f"das_{location}"):
-        boundless = methods_mod.get(method).boundless
-        cells = [c for v in run.task.targets for c in _das_cells(run, location, v, boundless=boundless)]
+        mask = methods_mod.get(method).mask
+        cells = [c for v in run.task.targets for c in _das_cells(run, location, v, mask=mask)]
         rows, bases = _das_grid(run, method, location, cells)
     _write_das(run, method, location, rows, bases)
     run.write_runtime(f"das_{method}", location)
@@ -485,7 +485,7 @@ def _guided_cells(run: Run, method: str) -> dict[str, list[Cell]]:
     if spec.where == "random":
         for variable in run.task.targets:
             location = random_location(run, variable)
-            cells.setdefault(location, []).extend(_das_cells(run, location, variable, boundless=spec.boundless))
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable, mask=spec.mask))
         return cells
     grid = methods_mod.get(spec.parent).grid
     handles = read_json(run.paths.handles(spec.parent))
@@ -494,14 +494,14 @@ def _guided_cells(run: Run, method: str) -> dict[str, list[Cell]]:
         handle = Handle.from_json(handles[variable]["handle"])
         location = guided_location(run, handle)
         if grid not in REFINE_GRIDS:
-            cells.setdefault(location, []).extend(_das_cells(run, location, variable, boundless=spec.boundless))
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable, mask=spec.mask))
             continue
         for label, there in _das_supports(run, spec.parent, variable, handles[variable], location):
             within = None if there is None else support_basis(there, run.widths[location], guide_bases.get(location))
             dims = None
             if run.spec["das"]["dimension_hint"]:
                 dims = dimension_hint(run.widths[location] if within is None else within.shape[1], run.spec["das"]["hint_factors"])
-            cells.setdefault(location, []).extend(_das_cells(run, location, variable, within, dims, label, spec.boundless))
+            cells.setdefault(location, []).extend(_das_cells(run, location, variable, within, dims, label, spec.mask))
     return cells
 
 

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
-from plotlib.das import (Boundless, Cell, boundary_size, boundary_weights, evaluate_rotation, evaluate_rotations, initial_rotation,
+from plotlib.das import (Cell, MaskSchedule, boundary_size, boundary_weights, kept_units, evaluate_rotation, evaluate_rotations, initial_rotation,
                          orthonormal, random_subspace, train_rotations)
 from plotlib.handles import Handle, evaluate_handle
 from plotlib.metrics import iia
@@ -173,14 +173,31 @@ def test_boundless_das_with_its_mask_forced_open_equals_das_at_full_dimension(ml
     assert boundary_size(1.0, 16) == 16 and boundary_size(0.2, 16) == 3 and boundary_size(0.0, 16) == 1
 
 
+def test_dbm_with_an_all_ones_mask_is_a_full_interchange(cached_bank):
+    h, source = cached_bank.acts("base", "h1"), cached_bank.acts("source", "h1")
+    units = Subspace(basis=torch.eye(16), weights=torch.sigmoid(torch.full((16,), 20.0) / 0.1))
+    assert torch.allclose(interchange(h, source, units.project), source, atol=1e-6)
+    assert kept_units(torch.tensor([-1.0, 2.0, 0.5, -3.0])).tolist() == [1, 2]
+    assert kept_units(torch.tensor([-1.0, -0.2, -3.0])).tolist() == [1]  # none positive: the strongest one
+
+
+def test_dbm_learns_a_set_of_native_units_seeded(mlp, cached_bank):
+    schedule = MaskSchedule(penalty=0.1, start=5.0, end=0.1)
+    cell = Cell("WX", 16, 0.05, seed=3, mask="units")
+    a, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, schedule=schedule)
+    b, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, schedule=schedule)
+    assert torch.equal(a, b) and 1 <= a.shape[1] <= 16
+    assert set(a.flatten().tolist()) <= {0.0, 1.0} and (a.sum(0) == 1).all()  # columns are native unit vectors
+
+
 def test_boundless_das_learns_its_size_seeded_and_alone_as_beside_das_cells(mlp, cached_bank):
-    boundless = Boundless(penalty=0.1, start=5.0, end=0.1)
-    cell = Cell("WX", 16, 0.01, seed=7, boundless=True)
-    a, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, boundless=boundless)
-    b, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, boundless=boundless)
+    boundless = MaskSchedule(penalty=0.1, start=5.0, end=0.1)
+    cell = Cell("WX", 16, 0.01, seed=7, mask="boundary")
+    a, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, schedule=boundless)
+    b, = train_rotations(mlp, cached_bank, "h1", [cell], epochs=10, batch_size=64, schedule=boundless)
     assert torch.equal(a, b) and 1 <= a.shape[1] < 16  # the penalty shrank the boundary from its start, 8 of 16
     assert torch.allclose(a.T @ a, torch.eye(a.shape[1]), atol=1e-5)
     beside = train_rotations(mlp, cached_bank, "h1", [Cell("YZ", 4, 0.01, seed=1), cell], epochs=10, batch_size=64,
-                             boundless=boundless)[1]
+                             schedule=boundless)[1]
     assert beside.shape == a.shape and torch.allclose(beside @ beside.T, a @ a.T, atol=2e-3)
     assert evaluate_rotation(mlp, cached_bank, "h1", "WX", a)["combined"] > 0.75

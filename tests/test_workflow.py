@@ -178,9 +178,11 @@ def test_workflow_passes_snakemake_lint(tmp_path):
     assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
-def test_boundless_das_runs_at_every_location_and_at_plots_site(tiny_results, tmp_path):
-    """Full Boundless DAS (one job per location, then select) and PLOT-Boundless-DAS on a finished tiny run:
-    one cell per lr, each subspace's size learned within the room, charged like every DAS method."""
+@pytest.mark.parametrize("full, guided, mask", [("Full Boundless DAS", "PLOT-Boundless-DAS", "boundary"),
+                                                ("Full DBM", "PLOT-DBM", "units")])
+def test_learned_size_methods_run_at_every_location_and_at_plots_site(tiny_results, tmp_path, full, guided, mask):
+    """Full Boundless DAS / Full DBM (one job per location, then select) and their PLOT-guided forms on a
+    finished tiny run: one cell per lr, each subspace's size learned within the room, charged like DAS."""
     import shutil
 
     from plotlib import pipeline
@@ -191,13 +193,13 @@ def test_boundless_das_runs_at_every_location_and_at_plots_site(tiny_results, tm
     run = pipeline.Run(str(bench / "spec.json"), 0, str(bench / "seed0"))
     locations = [loc.id for loc in run.locations]
     for location in locations:
-        pipeline.stage_das_location(run, "Full Boundless DAS", location)
-    pipeline.stage_das_select(run, "Full Boundless DAS", locations)
-    pipeline.stage_guided_das(run, "PLOT-Boundless-DAS")
-    scores = pd.concat(pd.read_parquet(run.paths.das_scores("Full Boundless DAS", loc)) for loc in locations)
+        pipeline.stage_das_location(run, full, location)
+    pipeline.stage_das_select(run, full, locations)
+    pipeline.stage_guided_das(run, guided)
+    scores = pd.concat(pd.read_parquet(run.paths.das_scores(full, loc)) for loc in locations)
     assert len(scores) == len(locations) * len(run.task.targets) * len(run.spec["das"]["lrs"])
-    assert scores.key.str.contains("/boundless/").all() and (scores.k >= 1).all() and (scores.k <= scores.room).all()
-    for method in ("Full Boundless DAS", "PLOT-Boundless-DAS"):
+    assert scores.key.str.contains(f"/{mask}/").all() and (scores.k >= 1).all() and (scores.k <= scores.room).all()
+    for method in (full, guided):
         acc = pd.read_parquet(run.paths.accuracy(method))
         assert set(acc.variable) == set(run.task.targets) and acc.value.between(0, 1).all()
-    assert charges("PLOT-Boundless-DAS") == (*charges("PLOT"), "das-training", "PLOT-Boundless-DAS")
+    assert charges(guided) == (*charges("PLOT"), "das-training", guided)
