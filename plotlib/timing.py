@@ -1,6 +1,7 @@
 """Stage timers that produce runtime rows (wall and CPU seconds) for the report."""
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -9,6 +10,14 @@ from typing import Iterator
 import pandas as pd
 
 RUNTIME_COLUMNS = ["benchmark", "seed", "method", "stage", "seconds_wall", "seconds_cpu"]
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so that a timer measures the work and not only its launch; a no-op
+    where torch is not imported or CUDA was never initialized (every CPU run)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 @dataclass
@@ -21,10 +30,12 @@ class RuntimeLog:
 
     @contextmanager
     def stage(self, method: str, stage: str) -> Iterator[None]:
+        synchronize()
         wall, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
+            synchronize()
             self.rows.append({
                 "benchmark": self.benchmark, "seed": self.seed, "method": method, "stage": stage,
                 "seconds_wall": time.perf_counter() - wall, "seconds_cpu": time.process_time() - cpu,

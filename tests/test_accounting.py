@@ -164,3 +164,24 @@ def test_a_backbone_below_the_floor_is_named_and_left_out_of_the_tables(tiny_res
     report = (out / "report.md").read_text()
     assert f"**Seed 0 is excluded**: {metrics['excluded']}" in report
     assert len(pd.read_parquet(out / "accuracy.parquet").query("benchmark == @bench")) > 0  # the raw rows stay
+
+
+def test_stage_timers_wait_for_the_gpu_before_reading_the_clocks(monkeypatch):
+    """On a GPU, queued kernels would otherwise finish after the timer stops. No GPU here: CUDA's state is
+    stood in for, and the test checks that each timer synchronizes at its start and at its end."""
+    import torch
+
+    from plotlib.timing import RuntimeLog
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: calls.append("sync"))
+    log = RuntimeLog("b", 0)
+    with log.stage("PLOT", "couple"):
+        calls.append("work")
+    assert calls == ["sync", "work", "sync"] and len(log.rows) == 1
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a CPU run: no call into CUDA
+    with log.stage("PLOT", "couple"):
+        pass
+    assert calls == ["sync", "work", "sync"]
