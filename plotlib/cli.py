@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     stage("train", "train the backbone or load the given checkpoint", lambda run, a: pipeline.stage_train(run), False)
     stage("banks", "sample and label the pair banks", lambda run, a: pipeline.stage_banks(run), False)
-    stage("cache", "cache base/source activations of one bank",
-          lambda run, a: pipeline.stage_cache(run, a.split)).add_argument("--split", required=True)
+    stage("cache", "cache base/source activations of banks (each timed and written on its own)",
+          lambda run, a: pipeline.stage_cache(run, a.splits)).add_argument("--splits", nargs="+", required=True)
     q = stage("signatures", "output-effect signatures and cost on the fit bank, on one site grid",
               lambda run, a: pipeline.stage_signatures(run, a.grid))
     q.add_argument("--grid", default="coarse", choices=GRIDS)

@@ -211,13 +211,15 @@ def stage_banks(run: Run) -> None:
     run.write_runtime("banks")
 
 
-def stage_cache(run: Run, split: str) -> None:
-    """Cache one bank's activations; the fit and DAS training banks' caches are charged to the family
-    that needs them, the calibration and test caches are shared (docs/method.md §8)."""
-    with run.runtime.stage(methods_mod.CACHE_CHARGED_TO.get(split, methods_mod.SHARED), f"cache_{split}"):
-        bank = pd.read_parquet(run.paths.bank(split))
-        build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))
-    run.write_runtime(f"cache_{split}")
+def stage_cache(run: Run, splits: Iterable[str]) -> None:
+    """Cache each bank's activations, each timed and written on its own: the fit and DAS training banks'
+    caches are charged to the family that needs them, the calibration and test caches are shared
+    (docs/method.md §8)."""
+    for split in splits:
+        with run.runtime.stage(methods_mod.CACHE_CHARGED_TO.get(split, methods_mod.SHARED), f"cache_{split}"):
+            bank = pd.read_parquet(run.paths.bank(split))
+            build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))
+        run.write_runtime(f"cache_{split}")
 
 
 # --- PLOT: signatures, couplings, calibrated handles (Stage A on the coarse grid, Stage B inside) ---

@@ -56,8 +56,7 @@ def run_stages(spec_file: Path, workdir: Path, refine: tuple[tuple[str, str], ..
     run = pipeline.Run(str(workdir / "spec.json"), 0, str(workdir / "run"))
     pipeline.stage_train(run)
     pipeline.stage_banks(run)
-    for split in ("fit", "calibration", "test", "das_train"):
-        pipeline.stage_cache(run, split)
+    pipeline.stage_cache(run, ("fit", "calibration", "test", "das_train"))
     pipeline.stage_signatures(run, "coarse")
     pipeline.stage_couple(run, "coarse", ["PLOT"])
     pipeline.stage_calibrate(run, "PLOT")

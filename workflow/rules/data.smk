@@ -1,11 +1,13 @@
 # Pair banks and the shared activation cache (one file per bank, every coarse location inside).
 
+from plotlib.banks import SPLITS
+
 
 rule make_banks:
     input:
         spec=SPEC,
     output:
-        banks=[P.bank(s) for s in ("fit", "calibration", "test", "das_train")],
+        banks=[P.bank(s) for s in SPLITS],
         runtime=P.runtime("banks"),
     log:
         P.log("banks"),
@@ -26,14 +28,14 @@ rule cache_activations:
     input:
         spec=SPEC,
         model=P.model,
-        bank=P.bank("{split}"),
+        banks=[P.bank(s) for s in SPLITS],
     output:
-        cache=P.cache("{split}"),
-        runtime=P.runtime("cache_{split}"),
+        caches=[P.cache(s) for s in SPLITS],
+        runtimes=[P.runtime(f"cache_{s}") for s in SPLITS],
     log:
-        P.log("cache_{split}"),
+        P.log("cache"),
     benchmark:
-        P.benchmark("cache_{split}")
+        P.benchmark("cache")
     conda:
         "../../environment.yml"
     threads: THREADS
@@ -41,5 +43,5 @@ rule cache_activations:
         **sized("cache_activations"),
     group:
         "prepare"
-    shell:
-        f"{PLOTLIB} cache {RUN_ARGS} --split {{wildcards.split}} 2> {{log}}"
+    shell:  # one job for the four banks: the model loads once, and three job start-ups are saved
+        f"{PLOTLIB} cache {RUN_ARGS} --splits {' '.join(SPLITS)} 2> {{log}}"
