@@ -46,7 +46,7 @@ def test_conditional_and_softmax_rows_sum_to_one(cost):
 
 def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="unknown solver"):
-        couple(np.ones((2, 2)), "gw", eps=1)
+        couple(np.ones((2, 2)), "sliced", eps=1)
     with pytest.raises(ValueError, match="finite"):
         couple(np.array([[np.nan, 1.0]]), "sinkhorn", eps=1)
     with pytest.raises(ValueError, match="beta"):
