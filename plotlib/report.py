@@ -268,13 +268,10 @@ def found_lines(accuracy: pd.DataFrame, bench: str, locations: list[str]) -> lis
             "is not inside the network):", "", *lines, ""] if lines else []
 
 
-def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accuracy: pd.DataFrame, runtime: pd.DataFrame) -> list[str]:
-    """The report's tables for one benchmark (from its kept seeds): methods with mean +- std, the control
-    verdicts, variables, and the preparation rows."""
-    part = summary[summary.benchmark == bench]
-    if part.empty:
-        return ["No seed of this benchmark is kept (every backbone is below the accuracy floor): no tables.", ""]
-    lines: list[str] = []
+def method_table(part: pd.DataFrame) -> pd.DataFrame:
+    """One benchmark's summary rows as a table for reading: IIA and counted seconds as mean +- std, wall
+    seconds, the speedup and IIA difference against Full DAS, and the speedup against Full Boundless DAS
+    where the benchmark runs it."""
     table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
                           "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
                           "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
@@ -283,8 +280,18 @@ def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accu
                           "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
     if part.speedup_vs_full_boundless_das.notna().any():
         table["speedup vs Full Boundless DAS"] = [f"{x:.1f}x" for x in part.speedup_vs_full_boundless_das]
+    return table
+
+
+def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accuracy: pd.DataFrame, runtime: pd.DataFrame) -> list[str]:
+    """The report's tables for one benchmark (from its kept seeds): methods with mean +- std, the control
+    verdicts, variables, and the preparation rows."""
+    part = summary[summary.benchmark == bench]
+    if part.empty:
+        return ["No seed of this benchmark is kept (every backbone is below the accuracy floor): no tables.", ""]
+    lines: list[str] = []
     lines += ["Per method: combined test IIA (mean over variables, then mean +- std over seeds), counted seconds per seed:", "",
-              _markdown(table), ""]
+              _markdown(method_table(part)), ""]
     lines += control_lines(summary, bench)
     test = accuracy[(accuracy.benchmark == bench) & (accuracy.split == "test")]
     per_variable = test.pivot_table(index=["method", "variable"], columns="metric", values="value", aggfunc="mean").reset_index()
@@ -302,14 +309,12 @@ def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accu
 
 
 def summary_rst(summary: pd.DataFrame, seeds: list[int]) -> str:
-    """The summary as reStructuredText tables, one per benchmark (test IIA and counted seconds, mean +- std
-    over seeds, speedup), for the HTML report's first page (``workflow/report/workflow.rst`` includes it)."""
+    """The summary as reStructuredText tables, one per benchmark (:func:`method_table`), for the HTML
+    report's first page (``workflow/report/workflow.rst`` includes it)."""
     parts = [f"Seeds {', '.join(map(str, seeds))}: mean +- std over them. Every table and figure is under Results.", ""]
     for bench, part in summary.groupby("benchmark", sort=True):
-        rows = [("method", "test IIA", "counted CPU s", "speedup vs Full DAS", "IIA minus Full DAS")]
-        rows += [(m, _pm(i, i_s), _pm(c, c_s, 2), f"{x:.1f}x", f"{d:+.3f}") for m, i, i_s, c, c_s, x, d in
-                 zip(part.method, part.iia, part.iia_std, part.seconds, part.seconds_std, part.speedup_vs_full_das,
-                     part.delta_iia_vs_full_das)]
+        table = method_table(part)
+        rows = [list(table.columns), *table.astype(str).values.tolist()]
         parts += [f".. list-table:: {bench}", "   :header-rows: 1", ""]
         parts += ["   * - " + "\n     - ".join(row) for row in rows] + [""]
     return "\n".join(parts)

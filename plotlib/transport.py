@@ -1,9 +1,10 @@
 """Couplings between target variables (rows) and candidate sites (columns), uniform masses.
 
-Balanced entropic OT, exact EMD and entropic (fused) Gromov-Wasserstein come from POT. Unbalanced OT
-(hard variable marginal, KL-relaxed site marginal) is solved here in the log domain, because POT 0.9.7's unbalanced solvers underflow
+Balanced entropic OT and exact EMD come from POT. Unbalanced OT (hard variable marginal, KL-relaxed
+site marginal) is solved here in the log domain, because POT 0.9.7's unbalanced solvers underflow
 (or diverge) at the small regularizations of the calibration grid (eps ~ 1e-3 on unit-scale costs);
-``tests/test_transport.py`` checks it against POT where POT is stable.
+``tests/test_transport.py`` checks it against POT where POT is stable. Entropic (fused)
+Gromov-Wasserstein is mirror descent here, each step POT's log-domain Sinkhorn.
 """
 from __future__ import annotations
 
