@@ -42,7 +42,6 @@ from plotlib.training import (UNTRAINED_KINDS, BelowAccuracyFloor, accuracy_floo
 
 log = logging.getLogger(__name__)
 
-#: The solver grid keys (in the spec's ``plot`` or ``refine`` section) of each solver.
 ACCURACY_COLUMNS = ["benchmark", "seed", "stage", "method", "variable", "split", "metric", "value", "n", "sites", "hyperparameters"]
 
 
@@ -310,20 +309,22 @@ def stage_couple(run: Run, grid: str, methods: Iterable[str]) -> None:
     groups: dict[bytes, list[int]] = {}
     for vi in range(len(variables)):
         groups.setdefault(allowed[vi].tobytes(), []).append(vi)
+    geometry: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # GW's input, per group, computed once when first needed
     rows = []
     for method in methods:
         solver = _solver(run, method)
         with run.runtime.stage(method, "couple"):
             for params in _solver_grid(run, method):
-                for rows_idx in groups.values():
+                for key, rows_idx in groups.items():
                     cols = np.flatnonzero(allowed[rows_idx[0]])
                     sub = cost[np.ix_(rows_idx, cols)]
+                    if solver in GEOMETRIC and key not in geometry:  # distances among the variables' and the sites' signatures
+                        inner = sig["abstract"][rows_idx], sig["neural"][cols]
+                        geometry[key] = tuple(cost_matrix(x, x, metric) for x in inner)
                     if solver == "softmax":
                         plan = softmax_match(sub, params["temperature"]) / len(rows_idx)
-                    else:  # GW: the distances among these variables' and among these sites' signatures
-                        geometry = (cost_matrix(sig["abstract"][rows_idx], sig["abstract"][rows_idx], metric),
-                                    cost_matrix(sig["neural"][cols], sig["neural"][cols], metric)) if solver in GEOMETRIC else None
-                        plan = couple(sub, solver, **params, geometry=geometry)
+                    else:
+                        plan = couple(sub, solver, **params, geometry=geometry.get(key) if solver in GEOMETRIC else None)
                     for i, vi in enumerate(rows_idx):
                         rows.extend({"method": method, "params": json.dumps(params, sort_keys=True), "variable": variables[vi],
                                      "site": sites[c], "mass": float(plan[i, j])} for j, c in enumerate(cols))

@@ -1,6 +1,7 @@
-# DAS: Full DAS (and Full Boundless DAS) fans out one job per coarse location (a cluster runs them in
-# parallel), then selects on calibration and tests once; guided DAS (PLOT-DAS, PLOT-native-DAS, PLOT-PCA-DAS, brute-force-DAS) trains
-# only where its guide's handle points, random-DAS at a random coarse location per variable.
+# DAS: Full DAS (and Full Boundless DAS, Full DBM) fans out one job per coarse location (a cluster runs
+# them in parallel), then selects on calibration and tests once; guided DAS (PLOT-DAS, PLOT-native-DAS,
+# PLOT-PCA-DAS, brute-force-DAS, ...) trains only where its guide's handle points, random-DAS at a random
+# coarse location per variable.
 
 DAS_BANKS = {f"{kind}_{s}": getattr(P, kind)(s) for kind in ("bank", "cache") for s in ("das_train", "calibration", "test")}
 EVERY_LOCATION = "|".join(slug(m) for m, spec in METHOD_TABLE.items() if spec.kind == "das" and spec.where == "every")
