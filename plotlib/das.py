@@ -141,8 +141,10 @@ class _Group:
 
     @property
     def trainable(self) -> list[list[nn.Parameter]]:
-        """Each member's parameters."""
-        return [[p] if self.boundaries is None else [p, b] for p, b in zip(self.params, self.boundaries or self.params)]
+        """Each member's parameters (a Boundless cell's boundary beside its rotation's)."""
+        if self.boundaries is None:
+            return [[p] for p in self.params]
+        return [[p, b] for p, b in zip(self.params, self.boundaries)]
 
     def subspaces(self) -> torch.Tensor:
         if self.mask == "units":  # native units: the identity of the room
