@@ -44,35 +44,70 @@ def cache_key(role: str, name: str) -> str:
 STREAM = "stream"  # cache name prefix of a full residual stream (n, T, d), which positioned locations resume from
 
 
-def capture_locations(backbone: nn.Module, x, locations: list[Location]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def capture_locations(backbone: nn.Module, x, locations: list[Location], streams: bool = True,
+                      dtype: torch.dtype | None = None, batch_size: int = 256) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Activations (n, d) at each location (by id) plus ``logits``, and the streams patching resumes
     from: none for plain taps; for token-positioned locations (a transformer's residual stream) the
-    full stream (n, T, d) of every layer involved, by layer name."""
+    full stream (n, T, d) of every layer involved, by layer name (``streams=False``: none, e.g. for
+    sources, which are only read at their locations). Transformers run ``batch_size`` prompts at a time
+    and every batch is stored at once in ``dtype`` (default: the model's), so no full-precision copy of
+    the whole bank's streams is ever held."""
     if all(loc.position is None for loc in locations):
         return capture(backbone, x, [loc.id for loc in locations]), {}
     from plotlib.lm import read_position  # transformers only where a transformer runs
 
     layers = list(dict.fromkeys(loc.layer for loc in locations))
-    streams = backbone.capture(x, layers)
-    acts = {loc.id: read_position(streams[loc.layer], x.positions[loc.position]) for loc in locations}
-    acts["logits"] = streams["logits"]
-    return acts, {layer: streams[layer] for layer in layers}
+    n, acts, kept = len(x), {}, {}
+    for start in range(0, n, batch_size):
+        xb = x[start:start + batch_size]
+        got = backbone.capture(xb, layers, batch_size=batch_size)
+        parts = {loc.id: read_position(got[loc.layer], xb.positions[loc.position]) for loc in locations}
+        parts["logits"] = got["logits"]
+        for name, value in parts.items():
+            _fill(acts, name, value, dtype if name != "logits" else None, n, start)
+        for layer in layers if streams else ():
+            _fill(kept, layer, got[layer], dtype, n, start)
+    return acts, kept
 
 
-def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: list[Location], path: str | os.PathLike) -> None:
+def _fill(buffers: dict[str, torch.Tensor], name: str, value: torch.Tensor, dtype: torch.dtype | None, n: int, start: int) -> None:
+    """Write one batch's rows into ``buffers[name]`` (n, ...), allocated in ``dtype`` at the first batch."""
+    if name not in buffers:
+        buffers[name] = torch.empty((n, *value.shape[1:]), dtype=dtype or value.dtype)
+    buffers[name][start:start + value.shape[0]] = value.detach().to("cpu", buffers[name].dtype)
+
+
+#: storage dtypes of an activation cache (spec key ``cache.dtype``)
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cache_bytes(n: int, locations: list[Location], widths: dict[str, int], tokens: int, stream_width: int | None,
+                dtype: str = "float32") -> int:
+    """Bytes one bank's cache takes: base and source activations at every location, and (transformers,
+    ``stream_width`` given) the bases' full streams of ``tokens`` positions at every layer involved."""
+    per_value = torch.finfo(CACHE_DTYPES[dtype]).bits // 8
+    values = 2 * n * sum(widths[loc.id] for loc in locations)
+    if stream_width is not None:
+        values += n * tokens * stream_width * len({loc.layer for loc in locations if loc.position is not None})
+    return values * per_value
+
+
+def build_cache(task: Task, backbone: nn.Module, bank: pd.DataFrame, locations: list[Location], path: str | os.PathLike,
+                dtype: str = "float32", batch_size: int = 256) -> None:
     """Capture base and source activations of ``bank`` at ``locations`` (and the bases' resume
-    context) and write them atomically."""
+    context), stored in ``dtype`` (logits stay float32), and write them atomically."""
     tensors = {}
     for role in ("base", "source"):
-        acts, streams = capture_locations(backbone, task.encode(bank_inputs(bank, role)), locations)
-        if role == "base":  # sources are only ever read at their locations
-            acts.update({f"{STREAM}/{layer}": value for layer, value in streams.items()})
+        acts, streams = capture_locations(backbone, task.encode(bank_inputs(bank, role)), locations,
+                                          streams=role == "base", dtype=CACHE_DTYPES[dtype], batch_size=batch_size)
+        acts.update({f"{STREAM}/{layer}": value for layer, value in streams.items()})
         for name, value in acts.items():
             if not torch.isfinite(value).all():
                 raise FloatingPointError(f"non-finite {role} activations at {name!r} while caching {path}")
             tensors[cache_key(role, name)] = value.contiguous()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"n_pairs": str(len(bank)), "locations": ",".join(l.id for l in locations)})
+        save_file(tensors, str(tmp), metadata={"n_pairs": str(len(bank)), "locations": ",".join(l.id for l in locations),
+                                               "dtype": dtype})
 
 
 @dataclass
@@ -109,7 +144,10 @@ class CachedBank:
             with safe_open(str(self.cache_path), framework="pt") as f:
                 if key not in f.keys():
                     raise KeyError(f"{self.cache_path} has no activations {key!r}; it holds {sorted(f.keys())}")
-                self._loaded[key] = f.get_tensor(key)
+                value = f.get_tensor(key)
+            # streams stay in the cache's storage dtype (the backbone casts each batch it runs); activations
+            # at locations are small and enter float32 arithmetic, so they are read back as float32
+            self._loaded[key] = value if name.startswith(STREAM + "/") else value.float()
         return self._loaded[key]
 
     def inputs_at(self, backbone: nn.Module, location: str):
@@ -119,8 +157,8 @@ class CachedBank:
         prepare = getattr(backbone, "resume_context", None)
         if prepare is None:
             return self.x_base
-        if self._ready[:2] != (id(backbone), location):
-            self._ready = (id(backbone), location, prepare(location, self.x_base))
+        if self._ready[:2] != (id(backbone), location):  # only the stream patched there: nothing else is tiled or indexed
+            self._ready = (id(backbone), location, prepare(location, self.x_base.keep(location.partition("@")[0])))
         return self._ready[2]
 
     def base_acts(self, names: Iterable[str]) -> dict[str, torch.Tensor]:

@@ -92,6 +92,12 @@ class LMInputs:
         """A copy carrying these cached streams too (same-named ones replaced)."""
         return replace(self, streams={**self.streams, **streams})
 
+    def keep(self, layer: str) -> LMInputs:
+        """A copy carrying only the stream of ``layer`` and the contexts of its locations: what patching
+        there needs, so batches tiled or indexed for it copy one stream, not every cached layer's."""
+        return replace(self, streams={k: v for k, v in self.streams.items() if k == layer},
+                       contexts={k: v for k, v in self.contexts.items() if k.partition("@")[0] == layer})
+
     def to(self, device) -> LMInputs:
         """Every tensor moved to ``device``."""
         return self._map(lambda t: t.to(device))
@@ -292,8 +298,10 @@ class CausalLMBackbone(nn.Module):
         start = int(x.positions[position].min())
         if start == 0:
             return x
+        stored = x.streams[layer].dtype  # the cache's storage dtype: contexts are as large as streams, so kept alike
         try:
-            context = torch.cat([self._prefix_context(x[i:i + batch_size], layer, start) for i in range(0, len(x), batch_size)])
+            context = torch.cat([self._prefix_context(x[i:i + batch_size], layer, start).to("cpu", stored)
+                                 for i in range(0, len(x), batch_size)])
             ready = replace(x, contexts={**x.contexts, location: context})
             rows = torch.arange(min(len(x), 8))
             donor = x[rows.roll(1)]  # another row's activation, so the check writes a real patch
@@ -305,7 +313,8 @@ class CausalLMBackbone(nn.Module):
             log.warning("%s: no prefix reuse at %s (%s: %s); every token runs", type(self.model).__name__, location,
                         type(err).__name__, err)
             return x
-        if error > 1e-3 * float(full.abs().max()) + 1e-4:
+        # a half-precision cache rounds the keys and values the model would compute: allow for its precision
+        if error > max(1e-3, 8 * torch.finfo(stored).eps) * float(full.abs().max()) + 1e-4:
             log.warning("%s: prefix reuse at %s changes the logits by %.3g; every token runs", type(self.model).__name__,
                         location, error)
             return x
@@ -352,7 +361,7 @@ class CausalLMBackbone(nn.Module):
                            f"(use x.with_streams(backbone.capture(x, [{layer!r}])))")
         if position not in x.positions:
             raise KeyError(f"unknown position {position!r} in {location!r}; positions are {sorted(x.positions)}")
-        patched = write_position(x.streams[layer].to(self._device), x.positions[position], h)
+        patched = write_position(self._to_model(x.streams[layer]), x.positions[position], h)
         return self._readout(x, self._index(layer), patched, x.contexts.get(location))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import torch
@@ -101,6 +101,12 @@ def _apply_all(h: torch.Tensor, edits: Sequence[Edit]) -> torch.Tensor:
     return interchange(h, source, lambda delta: sum(e.coeff * e.subspace.project(delta) for e in edits))
 
 
+def rows_of(edits: Sequence[Edit], rows: slice) -> list[Edit]:
+    """The edits for the bases in ``rows`` only; edits that shared a source activation still share one."""
+    sliced: dict[int, torch.Tensor] = {}
+    return [replace(e, source=sliced.setdefault(id(e.source), e.source[rows])) for e in edits]
+
+
 @contextmanager
 def hooked(backbone: nn.Module, edits_by_layer: dict[str, list[Edit]]) -> Iterator[None]:
     """Forward hooks that rewrite tap outputs with the given edits while the block runs."""
@@ -167,8 +173,13 @@ def sweep_single_sites(
     per forward: the patched activations are stacked in the batch dimension and only the later layers
     run. At most ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``)."""
     n, batch = len(subspaces), base_h.shape[0]
+    rows = max_rows or getattr(backbone, "max_batch_rows", 65536)
+    if batch > rows:  # more bases than one forward holds: their rows are split too
+        return torch.cat([sweep_single_sites(backbone, location, base_h[i:i + rows], source_h[i:i + rows], subspaces,
+                                             None if x is None else x[i:i + rows], coeff, rows)
+                          for i in range(0, batch, rows)], dim=1)
     outs = []
-    per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch)
+    per_chunk = max(1, rows // batch)
     for start in range(0, n, per_chunk):
         chunk = subspaces[start:start + per_chunk]
         patched = torch.stack([interchange(base_h, source_h, s.project, coeff) for s in chunk])

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from plotlib import banks as banks_mod
 from plotlib import methods as methods_mod
-from plotlib.cache import CachedBank, build_cache, capture_locations
+from plotlib.cache import CachedBank, build_cache, cache_bytes, capture_locations
 from plotlib.config import ConfigError
 from plotlib.das import Cell, MaskSchedule, dimension_hint, evaluate_rotation, evaluate_rotations, initial_rotation, orthonormal, train_rotations
 from plotlib.handles import Handle, candidate_handles, evaluate_handle, evaluate_handles, solver_params
@@ -66,6 +66,8 @@ class Run:
         """The trained backbone, warmed up (one forward and backward pass) so that no stage timer
         charges torch's one-time kernel and autograd initialization to the method that happens first."""
         model = self.task.load_backbone(self.paths.model)
+        if self.spec["batching"]["rows"] is not None:  # the spec's forward size replaces the backbone's default
+            model.max_batch_rows = self.spec["batching"]["rows"]
         x = self.task.encode(self.task.sample_inputs(np.random.default_rng(0), 8))
         first = self.task.coarse_locations(model)[0]
         with torch.enable_grad():  # the DAS path: a batched orthogonal map, a resumed suffix, backward
@@ -214,11 +216,29 @@ def stage_cache(run: Run, splits: Iterable[str]) -> None:
     """Cache each bank's activations, each timed and written on its own: the fit and DAS training banks'
     caches are charged to the family that needs them, the calibration and test caches are shared
     (docs/method.md §8)."""
+    cfg = run.spec["cache"]
     for split in splits:
+        bank = pd.read_parquet(run.paths.bank(split))
+        check_cache_budget(run, split, bank)
         with run.runtime.stage(methods_mod.CACHE_CHARGED_TO.get(split, methods_mod.SHARED), f"cache_{split}"):
-            bank = pd.read_parquet(run.paths.bank(split))
-            build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split))
+            build_cache(run.task, run.backbone, bank, run.locations, run.paths.cache(split), cfg["dtype"],
+                        run.spec["batching"]["cache_prompts"])
         run.write_runtime(f"cache_{split}")
+
+
+def check_cache_budget(run: Run, split: str, bank: pd.DataFrame) -> None:
+    """Log the bytes ``split``'s cache will take, and stop before caching if they exceed ``cache.budget_gb``."""
+    cfg, n = run.spec["cache"], len(bank)
+    x = run.task.encode(banks_mod.bank_inputs(bank, "base"))
+    tokens = x.input_ids.shape[1] if hasattr(x, "input_ids") else 0  # transformers cache whole streams of T tokens
+    stream_width = run.backbone.width(run.locations[0].layer) if tokens else None
+    size = cache_bytes(n, run.locations, run.widths, tokens, stream_width, cfg["dtype"])
+    log.info("%s seed %d: the %s bank's cache will take %.3f GB (%d pairs, %s)", run.benchmark, run.seed, split, size / 1e9,
+             n, cfg["dtype"])
+    if cfg["budget_gb"] is not None and size > cfg["budget_gb"] * 1e9:
+        raise MemoryError(f"{run.benchmark} seed {run.seed}: the {split} bank's activation cache would take {size / 1e9:.2f} GB, "
+                          f"over cache.budget_gb = {cfg['budget_gb']} in the benchmark spec. Lower banks.{split}, store it "
+                          f"in half precision (cache.dtype: bfloat16), or raise the budget.")
 
 
 # --- PLOT: signatures, couplings, calibrated handles (Stage A on the coarse grid, Stage B inside) ---
@@ -436,7 +456,7 @@ def _das_grid(run: Run, method: str, location: str, cells: list[Cell]) -> tuple[
     width = run.widths[location]
     schedule = MaskSchedule(cfg["mask_penalty"], *cfg["mask_temperature"])
     subspaces = train_rotations(run.backbone, run.bank("das_train"), location, cells, cfg["epochs"], cfg["batch_size"],
-                                schedule=schedule)
+                                run.spec["batching"]["das_rows"], schedule)
     scores = evaluate_rotations(run.backbone, run.bank("calibration"), location, [c.variable for c in cells], subspaces)
     rows, bases = [], {}
     for cell, q, score in zip(cells, subspaces, scores):

@@ -53,13 +53,15 @@ def make_inputs(lengths: list[int], T: int = 8, seed: int = 1) -> LMInputs:
     return LMInputs(ids * mask, mask, {"last": last, "mid": last // 2, "pair": pair})
 
 
-def hooked_full_forward(backbone: CausalLMBackbone, x: LMInputs, layer: str, position: str, h: torch.Tensor):
-    """Reference: a normal full forward with a hook writing h into the stream at (layer, position)."""
+def hooked_full_forward(backbone: CausalLMBackbone, x: LMInputs, layer: str, position: str, h: torch.Tensor,
+                        stored: torch.dtype | None = None):
+    """Reference: a normal full forward with a hook writing h into the stream at (layer, position); with
+    ``stored``, the hook first rounds that stream to the dtype a cache stores it in."""
     pos = x.positions[position]
     pos = pos[:, None] if pos.dim() == 1 else pos
 
     def write(t: torch.Tensor) -> torch.Tensor:
-        t = t.clone()
+        t = t.clone() if stored is None else t.to(stored).to(t.dtype)
         for row in range(len(x)):
             for j, token in enumerate(pos[row].tolist()):
                 t[row, token] = h[row, j * t.shape[-1]:(j + 1) * t.shape[-1]]
@@ -137,6 +139,32 @@ def test_prefix_context_resume_equals_hooked_full_forward(backbone):
     h = torch.randn(len(x), 32, requires_grad=True)
     backbone.resume("emb@last", h, ready).sum().backward()
     assert torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_cache_resumes_like_hooked_full_forward(backbone, dtype):
+    """Streams cached in half precision: resuming equals the hooked full forward whose stream there is
+    rounded alike; with prefix reuse (keys and values kept in the cache's dtype too) up to that rounding."""
+    x = make_inputs([5, 8, 3, 6])
+    x = x.with_streams({k: v.to(dtype) for k, v in backbone.capture(x, backbone.layer_names).items() if k != "logits"})
+    g, tol = torch.Generator().manual_seed(4), 8 * torch.finfo(dtype).eps
+    for layer in backbone.layer_names:
+        for position in ("last", "mid", "pair"):
+            location = f"{layer}@{position}"
+            h = torch.randn(len(x), backbone.width(location), generator=g)
+            expected = hooked_full_forward(backbone, x, layer, position, h, stored=dtype)
+            alone = x.keep(layer)
+            assert list(alone.streams) == [layer]
+            torch.testing.assert_close(backbone.resume(location, h, alone), expected, atol=1e-5, rtol=1e-5)
+            ready = backbone.resume_context(location, alone)
+            assert (location in ready.contexts) == (layer != "L2" and position != "pair")  # the check accepts the rounding
+            if location in ready.contexts:
+                assert ready.contexts[location].dtype == dtype
+            scale = float(expected.abs().max())
+            torch.testing.assert_close(backbone.resume(location, h, ready), expected, atol=tol * scale, rtol=tol)
+    # the rounding is real: a float32 stream gives a different readout than the half one
+    assert not torch.equal(hooked_full_forward(backbone, x, "L1", "mid", h[:, :32]),
+                           hooked_full_forward(backbone, x, "L1", "mid", h[:, :32], stored=dtype))
 
 
 def test_resume_needs_cached_stream(backbone):

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from plotlib import pipeline
-from plotlib.banks import make_bank
+from plotlib.banks import bank_inputs, make_bank
+from plotlib.cache import cache_bytes
 from plotlib.config import load_yaml, resolve_benchmark
 from plotlib.io import write_json
 from plotlib.lm import CausalLMBackbone, load_lm_backbone
@@ -88,10 +89,12 @@ def _tiny_model(arch: str, vocab: int):
                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
 
 
-def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
-    """Every stage of one run, in process, on the tiny scale of benchmarks/mcqa_pretrained.yaml."""
+def _run_pipeline(tmp_path, spec_changes: dict, sections: dict | None = None) -> pipeline.Run:
+    """Every stage of one run, in process, on the tiny scale of benchmarks/mcqa_pretrained.yaml
+    (``sections``: whole spec sections replaced)."""
     raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
     raw["backbone"].update(spec_changes)
+    raw.update(sections or {})
     raw["training"]["below_floor"] = "exclude"  # a random model is at chance: benchmark it anyway
     spec_file = tmp_path / "mcqa_pretrained.yaml"
     spec_file.write_text(yaml.safe_dump(raw))
@@ -102,12 +105,18 @@ def _run_pipeline(tmp_path, spec_changes: dict) -> pipeline.Run:
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
-    """A random model saved with save_pretrained is loaded by path like a hub model and benchmarked."""
+    """A random model saved with save_pretrained is loaded by path like a hub model and benchmarked; the
+    Llama run stores its cache in bfloat16 and runs forwards of a few rows (the large-model settings)."""
     tokenizer = word_tokenizer(MCQA({}, 0).words())
     model_dir = tmp_path / arch
     _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)})
+    small = {"cache": {"dtype": "bfloat16"}, "batching": {"rows": 7, "das_rows": 40, "cache_prompts": 5}}
+    run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)}, small if arch == "llama" else None)
+    stored = torch.bfloat16 if arch == "llama" else torch.float32
+    test = run.bank("test")
+    assert test.x_base.streams["L1"].dtype == stored and test.acts("base", "L1@last").dtype == torch.float32
+    assert run.backbone.max_batch_rows == (7 if arch == "llama" else CausalLMBackbone.max_batch_rows)
     # (emb, L1, L2) x (last, color, choices); the span of 4 choices is 4 x 32 wide
     assert isinstance(run.backbone, CausalLMBackbone) and len(run.locations) == 3 * 3 and run.widths["L1@choices"] == 128
     assert json.loads((tmp_path / "run" / "backbone" / "metrics.json").read_text())["checkpoint"] == str(model_dir)
@@ -146,6 +155,35 @@ def test_a_pretrained_model_below_the_floor_stops_the_run_keeping_its_metrics(tm
     assert metrics["factual_accuracy"] < 0.5 and 0 < metrics["chance"] < 1 and "excluded" not in metrics
     code = main(["train", "--spec", str(tmp_path / "spec.json"), "--seed", "0", "--run-dir", str(tmp_path / "again")])
     assert code == 2
+
+
+def test_a_cache_over_its_budget_stops_before_it_is_written(tmp_path):
+    tokenizer = word_tokenizer(MCQA({}, 0).words())
+    model_dir = tmp_path / "llama"
+    _tiny_model("llama", len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
+    raw["backbone"]["pretrained"] = str(model_dir)
+    raw["training"]["below_floor"] = "exclude"
+    raw["cache"] = {"budget_gb": 1e-4}  # 100 kB
+    spec = resolve_benchmark(_write(tmp_path / "spec.yaml", raw), "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
+    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
+    pipeline.stage_train(run)
+    pipeline.stage_banks(run)
+    bank = pd.read_parquet(run.paths.bank("fit"))
+    x = run.task.encode(bank_inputs(bank, "base"))
+    # the estimate is the bytes the cache holds: both roles at every location, the bases' streams of 3 layers
+    expected = 4 * (2 * len(bank) * sum(run.widths.values()) + len(bank) * x.input_ids.shape[1] * 32 * 3)
+    assert cache_bytes(len(bank), run.locations, run.widths, x.input_ids.shape[1], 32) == expected
+    with pytest.raises(MemoryError, match=r"fit bank's activation cache would take .* over cache.budget_gb = 0.0001"):
+        pipeline.stage_cache(run, ["fit"])
+    assert not Path(run.paths.cache("fit")).exists()
+
+
+def _write(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path):

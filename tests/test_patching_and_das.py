@@ -201,3 +201,20 @@ def test_boundless_das_learns_its_size_seeded_and_alone_as_beside_das_cells(mlp,
                              schedule=boundless)[1]
     assert beside.shape == a.shape and torch.allclose(beside @ beside.T, a @ a.T, atol=2e-3)
     assert evaluate_rotation(mlp, cached_bank, "h1", "WX", a)["combined"] > 0.75
+
+
+def test_forwards_limited_to_a_few_rows_give_the_same_logits(mlp, cached_bank):
+    """Sweeps split the bases when they exceed one forward's rows, and a handle's evaluation runs its bank
+    in row chunks: the results equal one forward over every row."""
+    loc = cached_bank.task.coarse_locations(mlp)[1]
+    subs = [site_subspace(Site(loc, Support("coords", (i,))), 16) for i in range(5)]
+    base, source = cached_bank.acts("base", loc.id), cached_bank.acts("source", loc.id)
+    whole = sweep_single_sites(mlp, loc.id, base, source, subs)
+    torch.testing.assert_close(sweep_single_sites(mlp, loc.id, base, source, subs, max_rows=64), whole)
+    handle = Handle((Site(loc, Support("coords", (0, 3))),), (1.0,), 1.5)
+    once = evaluate_handle(mlp, cached_bank, handle, "WX", {loc.id: 16})
+    mlp.max_batch_rows = 64
+    try:
+        assert evaluate_handle(mlp, cached_bank, handle, "WX", {loc.id: 16}) == once
+    finally:
+        del mlp.max_batch_rows
