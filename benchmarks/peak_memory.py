@@ -41,8 +41,8 @@ def build_model(directory: Path, width: int, layers: int, intermediate: int) -> 
     tokenizer.save_pretrained(directory)
 
 
-def spec(model_dir: Path, bank: int) -> dict:
-    """benchmarks/mcqa_pretrained.yaml at a reduced bank size and grid, on the saved model."""
+def spec(model_dir: Path, bank: int, width: int) -> dict:
+    """benchmarks/mcqa_pretrained.yaml at a reduced bank size and grid (scaled to ``width``), on the saved model."""
     raw = yaml.safe_load((ROOT / "benchmarks" / "mcqa_pretrained.yaml").read_text())
     raw.pop("scales")
     raw["backbone"].update(pretrained=str(model_dir), device="cpu")
@@ -51,8 +51,9 @@ def spec(model_dir: Path, bank: int) -> dict:
     raw["banks"] = {"fit": bank, "calibration": bank, "test": bank, "das_train": bank}
     raw["methods"] = ["PLOT", "PLOT-native", "Full DAS", "PLOT-DAS"]
     raw["plot"].update(eps=[0.1], beta=[1], gain=[1], alternatives=1)
-    raw["refine"].update(native_groups=[768, 384], eps=[0.03], beta=[1], top_k=[1, 2], gain=[1, 2])
-    raw["das"].update(dims=[16, 256], lrs=[0.01], epochs=1, batch_size=8)
+    raw["refine"].update(native_groups=[width // 3, width // 6], pca_prefixes=[16, 4], pca_bands=[], eps=[0.03], beta=[1],
+                         top_k=[1, 2], gain=[1, 2])
+    raw["das"].update(dims=[16, min(256, width)], lrs=[0.01], epochs=1, batch_size=8)
     return raw
 
 
@@ -99,7 +100,7 @@ def main() -> None:
     if not model_dir.exists():
         build_model(model_dir, args.width, args.layers, args.intermediate)
     spec_file = args.out / "mcqa_wide.yaml"
-    spec_file.write_text(yaml.safe_dump(spec(model_dir, args.bank)))
+    spec_file.write_text(yaml.safe_dump(spec(model_dir, args.bank, args.width)))
     old, new = (run(c, label, args.out, spec_file, args.cores) for label, c in (("old", args.old), ("new", args.new)))
     table = pd.DataFrame({"old MB": peaks(old), "new MB": peaks(new)})
     table["new / old"] = table["new MB"] / table["old MB"]

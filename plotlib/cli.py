@@ -31,6 +31,19 @@ def _show(args: argparse.Namespace) -> None:
     print(show(args.output_dir, args.benchmarks or None))
 
 
+def _plan(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from plotlib.plan import plan
+
+    root = Path(__file__).resolve().parents[1]
+    path = Path(args.spec) if args.spec.endswith((".yaml", ".yml")) else root / "benchmarks" / f"{args.spec}.yaml"
+    spec = resolve_benchmark(path, args.scale, load_yaml(root / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    table = plan(spec, args.depths, args.widths, args.heads, args.measure_depth, args.rows,
+                 log=lambda line: print(line, file=sys.stderr))
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+
+
 def _stage(fn, uses_backbone: bool):
     """A subcommand that runs one pipeline stage of one (benchmark, seed) run; the backbone is loaded
     and warmed up before any stage timer starts."""
@@ -100,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", nargs="?", default="results", help="the run's output_dir (default: results)")
     p.add_argument("--benchmarks", nargs="+", default=[], help="only these benchmarks")
     p.set_defaults(func=_show)
+
+    p = sub.add_parser("plan", help="estimate a transformer benchmark's cache size and the time of PLOT and Full DAS "
+                                    "at other depths and widths, from per-layer costs measured here")
+    p.add_argument("spec", help="a built-in benchmark name or a spec file")
+    p.add_argument("--scale", default="default")
+    p.add_argument("--depths", type=int, nargs="+", default=[4, 12, 26, 32], help="decoder layers")
+    p.add_argument("--widths", type=int, nargs="+", default=[64, 768, 2304, 4096], help="residual widths")
+    p.add_argument("--heads", type=int, default=None, help="attention heads of the measured model (default: width / 64)")
+    p.add_argument("--measure-depth", type=int, default=2, help="layers of the model the costs are measured on")
+    p.add_argument("--rows", type=int, default=32, help="prompts per measured forward")
+    p.set_defaults(func=_plan)
     return parser
 
 

@@ -286,3 +286,27 @@ def test_suffix_patching_script_agrees_with_full_forward_at_every_site():
     rows = script.measure(depth=1, width=16, pairs=6, repeats=1, seed=0)
     assert [r["site"] for r in rows] == [f"{layer}@{pos}" for layer in ("emb", "L1") for pos in ("last", "letter", "color", "choices")]
     assert all(r[key] > 0 for r in rows for key in ("full_s", "suffix_s", "prefix_s", "step_suffix_s", "step_prefix_s"))
+
+
+def test_plan_extrapolates_measured_per_layer_costs(capsys):
+    """The planning arithmetic on hand-set costs, and the command end to end on the tiny MCQA spec."""
+    from plotlib.cli import main
+    from plotlib.plan import Costs, estimate
+
+    spec = resolve_benchmark(ROOT / "benchmarks" / "mcqa.yaml", "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    positions, spans = ("last", "choices"), {"choices": 4}
+    costs = Costs(16, layer={"last": 1.0, "choices": 3.0}, layer_step={"last": 2.0, "choices": 5.0},
+                  head={"last": 0.5, "choices": 0.5}, tokens=10)
+    row = estimate(spec, positions, spans, 2, 2, costs)
+    # tiny DAS grid: dims [1, 16] (the 16-wide "last" site keeps both, so does the 64-wide span), lr 0.01, 1 epoch
+    n_das, n_cal = spec["banks"]["das_train"], spec["banks"]["calibration"]
+    per_location = [2 * (n_das * (after * step + 0.5) + n_cal * (after * fwd + 0.5))
+                    for after in (2, 1, 0) for fwd, step in ((1.0, 2.0), (3.0, 5.0))]
+    assert row["coarse sites"] == 6 and row["Full DAS s"] == pytest.approx(2 * sum(per_location))
+    assert row["cache GB"] * 1e9 == pytest.approx(sum(4 * (2 * n * 3 * (16 + 64) + n * 10 * 16 * 3) for n in spec["banks"].values()))
+    assert main(["plan", "mcqa", "--scale", "tiny", "--widths", "16", "--depths", "2", "4", "--rows", "4"]) == 0
+    table = capsys.readouterr().out
+    lines = [line for line in table.splitlines() if line.startswith("|") and line[1:].strip()[0].isdigit()]
+    assert [line.split("|")[1].strip() for line in lines] == ["2", "4"]
+    full = [float(line.split("|")[6]) for line in lines]
+    assert full[1] > full[0] > 0  # deeper: more sites, more layers after each
