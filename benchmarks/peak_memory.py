@@ -44,7 +44,8 @@ def build_model(directory: Path, width: int, layers: int, intermediate: int) -> 
 def spec(model_dir: Path, bank: int, width: int) -> dict:
     """benchmarks/mcqa_pretrained.yaml at a reduced bank size and grid (scaled to ``width``), on the saved model."""
     raw = yaml.safe_load((ROOT / "benchmarks" / "mcqa_pretrained.yaml").read_text())
-    raw.pop("scales")
+    for key in ("scales", "cache", "batching", "resources"):  # keys the older commit may not know: their defaults apply
+        raw.pop(key, None)
     raw["backbone"].update(pretrained=str(model_dir), device="cpu")
     raw["training"].update(below_floor="exclude", eval_size=64)  # a random model is at chance: benchmark it anyway
     raw["task_options"]["positions"] = ["last", "color", "choices"]

@@ -6,6 +6,7 @@ SLURM config on the machine.
 from __future__ import annotations
 
 import re
+import subprocess
 
 import pandas as pd
 import pytest
@@ -51,3 +52,23 @@ def test_tiny_run_through_slurm_profile_matches_local_run(slurm, tiny_results, t
     local = pd.read_parquet(tiny_results / "accuracy.parquet").sort_values(KEYS).reset_index(drop=True)
     cluster = pd.read_parquet(tmp_path / "results" / "accuracy.parquet").sort_values(KEYS).reset_index(drop=True)
     pd.testing.assert_frame_equal(local, cluster)
+
+
+def test_a_gpu_resource_becomes_an_sbatch_gpu_request(slurm, tmp_path):
+    """A spec's ``resources.<rule>.gpu`` reaches sbatch as --gpus=N. This SLURM has no GPUs, so it refuses
+    the request: that refusal is as far as the path can be followed without one."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "hierarchical_equality.yaml").write_text((ROOT / "benchmarks" / "hierarchical_equality.yaml").read_text())
+    (specs / "wide.yaml").write_text("base: hierarchical_equality\n"
+                                     "scales: {tiny: {resources: {train_backbone: {mem_mb: 500, runtime: 5, gpu: 1}}}}\n")
+    config = {**TINY, "benchmarks": [str(specs / "wide.yaml")]}
+    result = snakemake(tmp_path, "--profile", str(ROOT / "profiles" / "slurm"), "--workflow-profile", "none", "--verbose",
+                       config=config, env=slurm.env, cores=None, timeout=300)
+    output = result.stdout + result.stderr
+    calls = [line for line in output.splitlines() if line.startswith("sbatch call:")]
+    assert calls and "--gpus=1" in calls[0] and "train_backbone" in calls[0], output[-4000:]
+    assert result.returncode != 0 and "submitted with SLURM jobid" not in output
+    refused = subprocess.run(["sbatch", "--parsable", "-p", "plotlib", "--gpus=1", "--wrap", "true"], env=slurm.env,
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "gres" in refused.stderr, refused.stderr

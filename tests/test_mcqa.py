@@ -112,7 +112,8 @@ def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
     _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     small = {"cache": {"dtype": "bfloat16"}, "batching": {"rows": 7, "das_rows": 40, "cache_prompts": 5}}
-    run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)}, small if arch == "llama" else None)
+    plain = {"cache": {"dtype": "float32"}, "batching": {}}
+    run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)}, small if arch == "llama" else plain)
     stored = torch.bfloat16 if arch == "llama" else torch.float32
     test = run.bank("test")
     assert test.x_base.streams["L1"].dtype == stored and test.acts("base", "L1@last").dtype == torch.float32

@@ -63,13 +63,13 @@ def run_roots():
 
 
 def sized(rule_name):
-    """A rule's mem_mb and runtime (minutes), from its benchmark spec's ``resources`` (scale applied)."""
+    """A rule's mem_mb, runtime (minutes) and GPUs, from its benchmark spec's ``resources`` (scale applied)."""
 
     def pick(key):
         def get(wildcards):
             sizes = RUN.benchmarks[wildcards.benchmark]["resources"]
-            return sizes.get(rule_name, sizes["default"])[key]
+            return sizes.get(rule_name, sizes["default"]).get(key, 0)
 
         return get
 
-    return {"mem_mb": pick("mem_mb"), "runtime": pick("runtime")}
+    return {"mem_mb": pick("mem_mb"), "runtime": pick("runtime"), "gpu": pick("gpu")}
