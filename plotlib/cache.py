@@ -157,8 +157,11 @@ class CachedBank:
         prepare = getattr(backbone, "resume_context", None)
         if prepare is None:
             return self.x_base
-        if self._ready[:2] != (id(backbone), location):  # only the stream patched there: nothing else is tiled or indexed
-            self._ready = (id(backbone), location, prepare(location, self.x_base.keep(location.partition("@")[0])))
+        if self._ready[:2] != (id(backbone), location):
+            x = self.x_base
+            if hasattr(x, "keep"):  # a transformer's inputs carry only the stream patched there: nothing else is tiled
+                x = x.keep(location.partition("@")[0])
+            self._ready = (id(backbone), location, prepare(location, x))
         return self._ready[2]
 
     def base_acts(self, names: Iterable[str]) -> dict[str, torch.Tensor]:

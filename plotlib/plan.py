@@ -13,6 +13,7 @@ arithmetic (both small beside the forwards at these widths), and job start-up.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -51,9 +52,21 @@ def _seconds(fn, repeats: int = 3) -> float:
     return best
 
 
-def measure_costs(spec: dict, width: int, heads: int, depth: int = 2, rows: int = 32, seed: int = 0) -> Costs:
+def planning_task(spec: dict, seed: int = 0, log=print):
+    """The spec's task, with its tokenizer where it can be had here: a pretrained model's own when it is a local
+    directory, else the task's word-level one (a subword tokenizer makes longer prompts: more cache)."""
+    backbone = spec["backbone"]
+    if backbone.get("kind") == "pretrained" and not os.path.isdir(os.path.expanduser(backbone["pretrained"])):
+        log(f"{backbone['pretrained']} is not a local directory: planning with the task's word-level tokenizer")
+        backbone = {"kind": "transformer"}
+    task = make_task(spec["task"], spec["task_options"], seed, backbone, spec["imports"])
+    if not hasattr(task, "positions"):
+        raise ValueError(f"plotlib plan covers transformer tasks (token positions); {spec['task']} has none")
+    return task
+
+
+def measure_costs(task, width: int, heads: int, depth: int = 2, rows: int = 32, seed: int = 0) -> Costs:
     """Per-row, per-layer costs at each of the task's positions on a random ``depth``-layer model of ``width``."""
-    task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"], spec["imports"])
     backbone = task.build_backbone({"kind": "transformer", "architecture": "llama", "layers": depth, "width": width,
                                     "heads": heads, "max_length": 128}, seed).eval().requires_grad_(False)
     x = task.encode(task.sample_inputs(np.random.default_rng(seed), rows))
@@ -119,13 +132,11 @@ def estimate(spec: dict, positions: tuple[str, ...], spans: dict[str, int], targ
 def plan(spec: dict, depths: list[int], widths: list[int], heads: int | None = None, measure_depth: int = 2,
          rows: int = 32, seed: int = 0, log=print) -> pd.DataFrame:
     """The planning table: one row per (width, depth); costs measured once per width."""
-    task = make_task(spec["task"], spec["task_options"], seed, spec["backbone"], spec["imports"])
-    if not hasattr(task, "positions"):
-        raise ValueError(f"plotlib plan covers transformer tasks (token positions); {spec['task']} has none")
+    task = planning_task(spec, seed, log)
     out = []
     for width in widths:
         n_heads = heads or max(1, width // 64)
         log(f"measuring per-layer costs at width {width} ({measure_depth} layers, {n_heads} heads, {rows} rows)...")
-        costs = measure_costs(spec, width, n_heads, measure_depth, rows, seed)
+        costs = measure_costs(task, width, n_heads, measure_depth, rows, seed)
         out += [estimate(spec, task.positions, task.spans, len(task.targets), depth, costs) for depth in depths]
     return pd.DataFrame(out)
