@@ -25,7 +25,7 @@ from plotlib.layout import RunPaths, slug  # noqa: E402
 from plotlib.localization import DECOY_FREE_BELOW  # noqa: E402
 from plotlib.methods import BASELINE, CACHE_CHARGED_TO, GRIDS, METHODS, SHARED, charges, coupling_methods  # noqa: E402
 from plotlib.pipeline import coarse_location_ids  # noqa: E402
-from plotlib.results import found_rows  # noqa: E402
+from plotlib.results import method_table, found_rows  # noqa: E402
 
 
 def method_seconds(runtime: pd.DataFrame, methods: dict[str, list[str]]) -> pd.DataFrame:
@@ -239,11 +239,6 @@ def figure_paths(benchmark: str, first_seed: int, methods: list[str], positioned
     return paths
 
 
-def _pm(mean: float, std: float, digits: int = 3) -> str:
-    """``mean +- std`` (just the mean where one seed gives no spread)."""
-    return f"{mean:.{digits}f}" if np.isnan(std) else f"{mean:.{digits}f} +- {std:.{digits}f}"
-
-
 def _markdown(frame: pd.DataFrame) -> str:
     cols = list(frame.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -266,21 +261,6 @@ def found_lines(accuracy: pd.DataFrame, bench: str, locations: list[str]) -> lis
         lines.append(f"- {method}, {variable}: " + "; ".join(found))
     return ["Where each variable was found (test IIA; a location at the input embedding or the last layer's output "
             "is not inside the network):", "", *lines, ""] if lines else []
-
-
-def method_table(part: pd.DataFrame) -> pd.DataFrame:
-    """One benchmark's summary rows as a table for reading: IIA and counted seconds as mean +- std, wall
-    seconds, the speedup and IIA difference against Full DAS, and the speedup against Full Boundless DAS
-    where the benchmark runs it."""
-    table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
-                          "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
-                          "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
-                          "wall s": [f"{w:.2f}" for w in part.seconds_wall],
-                          "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
-                          "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
-    if part.speedup_vs_full_boundless_das.notna().any():
-        table["speedup vs Full Boundless DAS"] = [f"{x:.1f}x" for x in part.speedup_vs_full_boundless_das]
-    return table
 
 
 def benchmark_tables(bench: str, methods: list[str], summary: pd.DataFrame, accuracy: pd.DataFrame, runtime: pd.DataFrame) -> list[str]:

@@ -1,6 +1,6 @@
 """Read a finished run's results in the terminal: ``plotlib show [results]`` prints, per benchmark, the
-method table of ``summary.csv`` (test IIA and counted CPU seconds, mean +- std over seeds, speedup over
-Full DAS) and where PLOT and Full DAS found each variable."""
+method table of ``summary.csv`` (test IIA and counted CPU seconds, mean +- std over seeds, speedups; the
+same table the report prints) and where PLOT and Full DAS found each variable."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +22,24 @@ def found_rows(accuracy: pd.DataFrame, bench: str):
         yield method, variable, [(seed, site_locations(sites), value) for seed, sites, value in zip(part.seed, part.sites, part.value)]
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    return f"{mean:.{digits}f} +- {0.0 if pd.isna(std) else std:.{digits}f}"
+def _pm(mean: float, std: float, digits: int = 3) -> str:
+    """``mean +- std`` (just the mean where one seed gives no spread)."""
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} +- {std:.{digits}f}"
+
+
+def method_table(part: pd.DataFrame) -> pd.DataFrame:
+    """One benchmark's summary rows as a table for reading: IIA and counted seconds as mean +- std, wall
+    seconds, the speedup and IIA difference against Full DAS, and the speedup against Full Boundless DAS
+    where the benchmark runs it."""
+    table = pd.DataFrame({"method": part.method, "seeds": part.n_seeds,
+                          "test IIA": [_pm(m, s) for m, s in zip(part.iia, part.iia_std)],
+                          "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
+                          "wall s": [f"{w:.2f}" for w in part.seconds_wall],
+                          "speedup vs Full DAS": [f"{x:.1f}x" for x in part.speedup_vs_full_das],
+                          "IIA minus Full DAS": [f"{d:+.3f}" for d in part.delta_iia_vs_full_das]})
+    if "speedup_vs_full_boundless_das" in part and part.speedup_vs_full_boundless_das.notna().any():
+        table["speedup vs Full Boundless DAS"] = [f"{x:.1f}x" for x in part.speedup_vs_full_boundless_das]
+    return table
 
 
 def show(output_dir: str | Path, benchmarks: list[str] | None = None) -> str:
@@ -41,12 +57,7 @@ def show(output_dir: str | Path, benchmarks: list[str] | None = None) -> str:
     lines = []
     for bench in benchmarks or known:
         part = summary[summary.benchmark == bench]
-        table = pd.DataFrame({
-            "method": part.method,
-            "seeds": part.n_seeds,
-            "test IIA": [_pm(m, s, 3) for m, s in zip(part.iia, part.iia_std)],
-            "counted CPU s": [_pm(m, s, 2) for m, s in zip(part.seconds, part.seconds_std)],
-            "speedup": [f"{x:.1f}x" if pd.notna(x) else "-" for x in part.speedup_vs_full_das]})
+        table = method_table(part)
         lines += [f"== {bench}", table.to_string(index=False), ""]
         for method, variable, answers in found_rows(accuracy, bench):
             where = ", ".join(f"seed {seed}: {' + '.join(locations)}" for seed, locations, _ in answers)
