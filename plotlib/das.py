@@ -32,7 +32,7 @@ from torch.nn.utils.parametrizations import orthogonal
 
 from plotlib.cache import CachedBank
 from plotlib.metrics import iia
-from plotlib.patching import Subspace, interchange, sweep_single_sites
+from plotlib.patching import Subspace, forward_rows, interchange, sweep_single_sites
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +184,17 @@ def _groups(cells: Sequence[Cell], width: int, schedule: MaskSchedule) -> list[_
         if mask == "units":
             groups.append(_Group(members, [nn.Parameter(torch.zeros(room)) for _ in members], None, within, mask))
             continue
-        starts = [initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within) for i in members]
+        params, bases = [], torch.empty(len(members), room, room)
+        for j, i in enumerate(members):  # filled in place: the (room x room) bases are not held twice
+            x, bases[j] = initial_rotation(width, cells[i].k, cells[i].seed, cells[i].within)
+            params.append(nn.Parameter(x))
         boundaries = [nn.Parameter(torch.tensor(schedule.initial)) for _ in members] if mask == "boundary" else None
-        groups.append(_Group(members, [nn.Parameter(x) for x, _ in starts], torch.stack([b for _, b in starts]), within,
-                             mask, boundaries))
+        groups.append(_Group(members, params, bases, within, mask, boundaries))
     return groups
+
+
+#: the most values the (room x room) rotation bases of the cells trained together may hold (256 MB in float32)
+BASE_VALUES = 2 ** 26
 
 
 def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells: Sequence[Cell],
@@ -197,9 +203,12 @@ def train_rotations(backbone: nn.Module, bank: CachedBank, location: str, cells:
     """Fit every cell's Q at ``location`` on ``bank`` (the DAS training bank) against its variable's
     counterfactual labels; returns one Q (d x k) per cell, in order (a Boundless cell's k is the size it
     learned). Cells are trained together, at most ``max_rows`` stacked rows per forward (default: the
-    backbone's ``max_batch_rows``); each chunk of cells is an independent training, so the chunking
-    changes no result."""
-    per_chunk = max(1, (max_rows or getattr(backbone, "max_batch_rows", 65536)) // batch_size)
+    backbone's, :func:`plotlib.patching.forward_rows`) and at most BASE_VALUES in their rotations' bases;
+    each chunk of cells is an independent training, so the chunking changes no result."""
+    per_chunk = max(1, (max_rows or forward_rows(backbone, bank.x_base)) // batch_size)
+    # each rotation keeps a fixed (room x room) base: wide rooms train fewer cells at a time
+    room = max(c.room(bank.acts("base", location).shape[-1]) for c in cells) if cells else 1
+    per_chunk = min(per_chunk, max(1, BASE_VALUES // room ** 2))
     out: list[torch.Tensor] = []
     for start in range(0, len(cells), per_chunk):
         out += _train_together(backbone, bank, location, cells[start:start + per_chunk], epochs, batch_size, schedule)

@@ -14,7 +14,7 @@ from torch import nn
 
 from plotlib.cache import CachedBank
 from plotlib.metrics import iia
-from plotlib.patching import Edit, Operator, rows_of, run_with_edits, site_subspace, sweep_single_sites
+from plotlib.patching import Edit, Operator, forward_rows, rows_of, run_with_edits, site_subspace, sweep_single_sites
 from plotlib.sites import Site
 
 
@@ -88,7 +88,7 @@ def evaluate_handle(backbone: nn.Module, bank: CachedBank, handle: Handle, varia
     edits = handle_edits(handle, bank, widths, bases)
     locations = {e.location.id for e in edits}
     x = bank.inputs_at(backbone, next(iter(locations))) if len(locations) == 1 else bank.x_base
-    base_acts, rows = bank.base_acts(locations), getattr(backbone, "max_batch_rows", 65536)
+    base_acts, rows = bank.base_acts(locations), forward_rows(backbone, x)
     logits = torch.cat([run_with_edits(backbone, x[i:i + rows], rows_of(edits, slice(i, i + rows)),
                                        {k: v[i:i + rows] for k, v in base_acts.items()})
                         for i in range(0, len(bank.frame), rows)])  # at most one forward's rows at a time

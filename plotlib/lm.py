@@ -176,8 +176,11 @@ class CausalLMBackbone(nn.Module):
     capture and suffix-only resumption for interchange interventions."""
 
     kind = "hf_causal_lm"
-    #: stacked prompts per patched forward (each row is a whole (T, d) stream, unlike a vector tap)
+    #: the most stacked prompts per patched forward (each row is a whole (T, d) stream, unlike a vector tap)
     max_batch_rows = 4096
+    #: by default a forward holds at most this many values per (rows, T, d) tensor (128 MB in float32): the small
+    #: models trained here keep max_batch_rows, a wide model's forwards are split; None: always max_batch_rows
+    stream_values: int | None = 2 ** 25
 
     def __init__(self, model: nn.Module, answer_token_ids: Sequence[int], spans: dict[str, int] | None = None) -> None:
         """``spans``: the token count of each position that names several tokens (one otherwise)."""
@@ -186,6 +189,14 @@ class CausalLMBackbone(nn.Module):
         self.layers = find_decoder_layers(model)
         self.spans = dict(spans or {})
         self.register_buffer("answer_ids", torch.as_tensor(list(answer_token_ids), dtype=torch.long), persistent=False)
+
+    def rows_for(self, x: LMInputs) -> int:
+        """Stacked prompts per forward for inputs like ``x``: max_batch_rows, fewer where their streams are
+        large (see stream_values; the spec's batching.rows fixes it instead)."""
+        if self.stream_values is None:
+            return self.max_batch_rows
+        per_row = x.input_ids.shape[1] * self.model.config.get_text_config().hidden_size
+        return max(1, min(self.max_batch_rows, self.stream_values // per_row))
 
     @property
     def layer_names(self) -> list[str]:

@@ -152,6 +152,13 @@ def run_with_edits(
         return backbone.resume(first, start, x)
 
 
+def forward_rows(backbone: nn.Module, x) -> int:
+    """The most stacked rows one forward of ``backbone`` on inputs like ``x`` should hold."""
+    if hasattr(backbone, "rows_for") and x is not None:
+        return backbone.rows_for(x)
+    return getattr(backbone, "max_batch_rows", 65536)
+
+
 def repeat_rows(x, k: int):
     """The batch ``x`` (a tensor, or inputs with a ``repeat_rows`` method) tiled ``k`` times."""
     if isinstance(x, torch.Tensor):
@@ -171,9 +178,9 @@ def sweep_single_sites(
 ) -> torch.Tensor:
     """Logits (n_sites, B, out) for one interchange per subspace (or operator) at ``location``, many
     per forward: the patched activations are stacked in the batch dimension and only the later layers
-    run. At most ``max_rows`` stacked rows per forward (default: the backbone's ``max_batch_rows``)."""
+    run. At most ``max_rows`` stacked rows per forward (default: :func:`forward_rows`)."""
     n, batch = len(subspaces), base_h.shape[0]
-    rows = max_rows or getattr(backbone, "max_batch_rows", 65536)
+    rows = max_rows or forward_rows(backbone, x)
     if batch > rows:  # more bases than one forward holds: their rows are split too
         return torch.cat([sweep_single_sites(backbone, location, base_h[i:i + rows], source_h[i:i + rows], subspaces,
                                              None if x is None else x[i:i + rows], coeff, rows)

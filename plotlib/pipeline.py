@@ -67,7 +67,7 @@ class Run:
         charges torch's one-time kernel and autograd initialization to the method that happens first."""
         model = self.task.load_backbone(self.paths.model)
         if self.spec["batching"]["rows"] is not None:  # the spec's forward size replaces the backbone's default
-            model.max_batch_rows = self.spec["batching"]["rows"]
+            model.max_batch_rows, model.stream_values = self.spec["batching"]["rows"], None
         x = self.task.encode(self.task.sample_inputs(np.random.default_rng(0), 8))
         first = self.task.coarse_locations(model)[0]
         with torch.enable_grad():  # the DAS path: a batched orthogonal map, a resumed suffix, backward

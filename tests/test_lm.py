@@ -246,3 +246,12 @@ def test_load_causal_lm_errors(tmp_path):
         load_causal_lm(str(tmp_path / "bert"), device="cpu")
     with pytest.raises(ValueError, match="dtype"):
         load_causal_lm(str(tmp_path / "bert"), dtype="int8")
+
+
+def test_forward_rows_shrink_with_the_streams_they_hold(backbone):
+    x = make_inputs([5, 8, 3, 6])  # 8 tokens of width 32: 256 values per row
+    assert backbone.rows_for(x) == CausalLMBackbone.max_batch_rows  # small streams: the whole cap
+    backbone.stream_values = 256 * 3
+    assert backbone.rows_for(x) == 3
+    backbone.stream_values = None  # fixed by the spec (batching.rows)
+    assert backbone.rows_for(x) == CausalLMBackbone.max_batch_rows
