@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,6 +64,10 @@ def run(commit: str, label: str, out: Path, spec_file: Path, cores: int) -> Path
     tree, results = out / f"tree_{label}", out / f"results_{label}"
     if not tree.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True)
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", commit], capture_output=True, text=True, check=True).stdout.strip()
+    if subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() != sha:
+        subprocess.run(["git", "-C", str(tree), "checkout", "--detach", sha], check=True)  # code changed: run again
+        shutil.rmtree(results, ignore_errors=True)
     config = out / f"config_{label}.yaml"
     config.write_text(yaml.safe_dump({"output_dir": str(results), "benchmarks": [str(spec_file)], "seeds": [0],
                                       "scale": "default", "methods": None, "threads": 1, "train_threads": 1}))
