@@ -41,7 +41,12 @@ def _plan(args: argparse.Namespace) -> None:
     spec = resolve_benchmark(path, args.scale, load_yaml(root / "workflow" / "schemas" / "benchmark.schema.yaml"))
     table = plan(spec, args.depths, args.widths, args.heads, args.measure_depth, args.rows,
                  log=lambda line: print(line, file=sys.stderr))
-    print(table.to_markdown(index=False, floatfmt=".3g"))
+    shown = table.astype(object)
+    for column in ("PLOT s", "Full DAS s", "PLOT-DAS s"):
+        shown[column] = [f"{x:,.0f}" if x >= 10 else f"{x:.1f}" for x in table[column]]
+    shown["cache GB"] = [f"{x:.2f}" for x in table["cache GB"]]
+    shown["Full DAS / PLOT-DAS"] = [f"{x:.1f}x" for x in table["Full DAS / PLOT-DAS"]]
+    print(shown.to_markdown(index=False, stralign="right", disable_numparse=True))
 
 
 def _stage(fn, uses_backbone: bool):

@@ -309,5 +309,5 @@ def test_plan_extrapolates_measured_per_layer_costs(capsys):
     table = capsys.readouterr().out
     lines = [line for line in table.splitlines() if line.startswith("|") and line[1:].strip()[0].isdigit()]
     assert [line.split("|")[1].strip() for line in lines] == ["2", "4"]
-    full = [float(line.split("|")[6]) for line in lines]
+    full = [float(line.split("|")[6].replace(",", "")) for line in lines]
     assert full[1] > full[0] > 0  # deeper: more sites, more layers after each
