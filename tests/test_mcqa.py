@@ -259,7 +259,9 @@ def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
     method's table, and the layer x token heatmap in the report."""
     from workflow_runs import snakemake
 
-    config = {"output_dir": "results", "scale": "tiny", "seeds": [0], "benchmarks": ["mcqa"]}
+    methods = ["PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS", "PLOT-native-DAS", "PLOT-PCA-DAS",
+               "brute-force-DAS", "random-DAS"]  # the learned-size baselines' fan-out is the same as Full DAS's
+    config = {"output_dir": "results", "scale": "tiny", "seeds": [0], "benchmarks": ["mcqa"], "methods": methods}
     result = snakemake(tmp_path, config=config)
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "results"
@@ -268,8 +270,7 @@ def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
         assert (out / f"mcqa/seed0/das/full_das/{site}.parquet").exists()
         assert (out / f"mcqa/seed0/runtime/das_full_das_{site}.parquet").exists()
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary.method) == {"PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS",
-                                   "PLOT-native-DAS", "PLOT-PCA-DAS", "brute-force-DAS", "random-DAS"}
+    assert set(summary.method) == set(methods)
     assert (out / "figures/mcqa_layer_token_seed0.png").stat().st_size > 5000
     assert "mcqa_layer_token_seed0.png" in (out / "report.md").read_text()
     stage_a = json.loads((out / "mcqa/seed0/handles/plot.json").read_text())
