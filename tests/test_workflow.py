@@ -15,10 +15,11 @@ from workflow_runs import ROOT, snakemake, tiny_run
 
 # each benchmark's methods, target variables and test pairs in the tiny config
 CONTROLS = ["brute-force-DAS", "random-DAS"]
+LEARNED_SIZE = ["Full Boundless DAS", "PLOT-Boundless-DAS", "Full DBM", "PLOT-DBM"]
 METHODS = {
-    "hierarchical_equality": ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS", *CONTROLS],
+    "hierarchical_equality": ["PLOT", "PLOT-UOT", "cosine", "brute-force", "Full DAS", "PLOT-DAS", *LEARNED_SIZE, *CONTROLS],
     "binary_addition": ["PLOT", "PLOT-native", "PLOT-PCA", "brute-force", "Full DAS", "PLOT-DAS", "PLOT-native-DAS",
-                        "PLOT-PCA-DAS", *CONTROLS],
+                        "PLOT-PCA-DAS", *LEARNED_SIZE, *CONTROLS],
 }
 VARIABLES = {"hierarchical_equality": ["WX", "YZ"], "binary_addition": ["C1", "C2", "C3"]}
 TEST_PAIRS = {"hierarchical_equality": 120, "binary_addition": 16 * 17}  # 16 test bases x 17 sources
@@ -28,7 +29,7 @@ TIMESTEPS = {"hierarchical_equality": ["h1", "h2", "h3"], "binary_addition": ["h
 def test_summary_has_every_method_and_column(tiny_results):
     summary = pd.read_csv(tiny_results / "summary.csv")
     for col in ("benchmark", "method", "n_seeds", "iia", "iia_std", "seconds", "seconds_std", "seconds_wall",
-                "speedup_vs_full_das", "delta_iia_vs_full_das"):
+                "speedup_vs_full_das", "delta_iia_vs_full_das", "speedup_vs_full_boundless_das"):
         assert col in summary.columns
     assert (summary.n_seeds == 1).all() and summary.iia_std.isna().all()  # one seed: no spread to show
     for bench, methods in METHODS.items():
@@ -39,6 +40,8 @@ def test_summary_has_every_method_and_column(tiny_results):
         assert full.speedup_vs_full_das == pytest.approx(1.0) and full.delta_iia_vs_full_das == pytest.approx(0.0)
         plot = part.loc["PLOT"]
         assert plot.speedup_vs_full_das == pytest.approx(full.seconds / plot.seconds, rel=0.01, abs=0.01)
+        boundless = part.loc["Full Boundless DAS"]
+        assert plot.speedup_vs_full_boundless_das == pytest.approx(boundless.seconds / plot.seconds, rel=0.01, abs=0.01)
     assert all(len(f"{x}".partition(".")[2]) <= 4 for x in summary.iia)  # rounded for reading
 
 
