@@ -89,6 +89,22 @@ def _tiny_model(arch: str, vocab: int):
                                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64))
 
 
+def _saved_model(directory: Path, arch: str = "llama") -> Path:
+    """A tiny random model and the task's tokenizer, saved like a downloaded model."""
+    tokenizer = word_tokenizer(MCQA({}, 0).words())
+    _tiny_model(arch, len(tokenizer)).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _pretrained_run(tmp_path, raw: dict) -> tuple[dict, pipeline.Run]:
+    """``raw`` (a pretrained spec) written, resolved at its tiny scale, and a run of it in ``tmp_path``."""
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    spec = resolve_benchmark(tmp_path / "spec.yaml", "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
+    return spec, pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
+
+
 def _run_pipeline(tmp_path, spec_changes: dict, sections: dict | None = None) -> pipeline.Run:
     """Every stage of one run, in process, on the tiny scale of benchmarks/mcqa_pretrained.yaml
     (``sections``: whole spec sections replaced)."""
@@ -107,10 +123,7 @@ def _run_pipeline(tmp_path, spec_changes: dict, sections: dict | None = None) ->
 def test_pretrained_pipeline_runs_through_the_loading_code(tmp_path, arch):
     """A random model saved with save_pretrained is loaded by path like a hub model and benchmarked; the
     Llama run stores its cache in bfloat16 and runs forwards of a few rows (the large-model settings)."""
-    tokenizer = word_tokenizer(MCQA({}, 0).words())
-    model_dir = tmp_path / arch
-    _tiny_model(arch, len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = _saved_model(tmp_path / arch, arch)
     small = {"cache": {"dtype": "bfloat16"}, "batching": {"rows": 7, "das_rows": 40, "cache_prompts": 5}}
     plain = {"cache": {"dtype": "float32"}, "batching": {}}
     run = _run_pipeline(tmp_path, {"pretrained": str(model_dir)}, small if arch == "llama" else plain)
@@ -139,17 +152,10 @@ def test_a_pretrained_model_below_the_floor_stops_the_run_keeping_its_metrics(tm
     from plotlib.cli import main
     from plotlib.training import BelowAccuracyFloor
 
-    tokenizer = word_tokenizer(MCQA({}, 0).words())
-    model_dir = tmp_path / "random_llama"
-    _tiny_model("llama", len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
-    raw["backbone"]["pretrained"] = str(model_dir)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
-    spec = resolve_benchmark(tmp_path / "spec.yaml", "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
+    raw["backbone"]["pretrained"] = str(_saved_model(tmp_path / "random_llama"))
+    spec, run = _pretrained_run(tmp_path, raw)
     assert spec["training"]["below_floor"] == "stop"
-    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
-    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
     with pytest.raises(BelowAccuracyFloor, match=r"below training.min_accuracy 0.5 as built .*training.below_floor: exclude"):
         pipeline.stage_train(run)
     metrics = json.loads(Path(run.paths.train_metrics).read_text())
@@ -159,17 +165,11 @@ def test_a_pretrained_model_below_the_floor_stops_the_run_keeping_its_metrics(tm
 
 
 def test_a_cache_over_its_budget_stops_before_it_is_written(tmp_path):
-    tokenizer = word_tokenizer(MCQA({}, 0).words())
-    model_dir = tmp_path / "llama"
-    _tiny_model("llama", len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     raw = load_yaml(ROOT / "benchmarks" / "mcqa_pretrained.yaml")
-    raw["backbone"]["pretrained"] = str(model_dir)
+    raw["backbone"]["pretrained"] = str(_saved_model(tmp_path / "llama"))
     raw["training"]["below_floor"] = "exclude"
     raw["cache"] = {"budget_gb": 1e-4}  # 100 kB
-    spec = resolve_benchmark(_write(tmp_path / "spec.yaml", raw), "tiny", load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml"))
-    write_json({"name": "mcqa_pretrained", "scale": "tiny", "spec": spec}, tmp_path / "spec.json")
-    run = pipeline.Run(str(tmp_path / "spec.json"), 0, str(tmp_path / "run"))
+    _, run = _pretrained_run(tmp_path, raw)
     pipeline.stage_train(run)
     pipeline.stage_banks(run)
     bank = pd.read_parquet(run.paths.bank("fit"))
@@ -180,11 +180,6 @@ def test_a_cache_over_its_budget_stops_before_it_is_written(tmp_path):
     with pytest.raises(MemoryError, match=r"fit bank's activation cache would take .* over cache.budget_gb = 0.0001"):
         pipeline.stage_cache(run, ["fit"])
     assert not Path(run.paths.cache("fit")).exists()
-
-
-def _write(path: Path, raw: dict) -> Path:
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def test_trained_transformer_is_saved_beside_its_tokenizer_and_reloads(tmp_path):
