@@ -27,7 +27,7 @@ from plotlib.sites import Location
 
 _REGISTRY: dict[str, type["Task"]] = {}
 _BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition", "plotlib.tasks.mcqa",
-                    "plotlib.tasks.planted", "plotlib.tasks.pointer_chase")
+                    "plotlib.tasks.planted", "plotlib.tasks.pointer_chase", "plotlib.tasks.composition")
 
 
 def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
