@@ -229,26 +229,6 @@ def test_bad_model_paths_are_named(tmp_path):
         task.build_backbone(task.backbone_options, 0)
 
 
-def test_depth_variants_inherit_the_mcqa_spec_and_form_a_scaling_series(tmp_path):
-    from plotlib.config import ConfigError
-    from plotlib.report import scaling_series
-
-    schema = load_yaml(ROOT / "workflow" / "schemas" / "benchmark.schema.yaml")
-    base = resolve_benchmark(ROOT / "benchmarks" / "mcqa.yaml", "default", schema)
-    specs = {f"mcqa_depth{d}": resolve_benchmark(ROOT / "benchmarks" / f"mcqa_depth{d}.yaml", "default", schema) for d in (4, 8, 12)}
-    assert [s["backbone"]["layers"] for s in specs.values()] == [4, 8, 12]
-    assert all(s["methods"] == ["PLOT", "Full DAS", "PLOT-DAS"] and s["task_options"]["n_choices"] == 4 for s in specs.values())
-    # a variant's nested keys merge over the base's: steps change, the rest of training is kept
-    assert specs["mcqa_depth4"]["training"] == base["training"]
-    assert specs["mcqa_depth12"]["training"] == {**base["training"], "steps": 10000, "eval_every": 2000}
-    assert len(pipeline.coarse_location_ids(specs["mcqa_depth12"], 0)) == 13 * 2
-    assert scaling_series(specs) == {"mcqa": list(specs)} and scaling_series({"mcqa": base}) == {}
-    (tmp_path / "a.yaml").write_text("base: b\n")
-    (tmp_path / "b.yaml").write_text("base: a\n")
-    with pytest.raises(ConfigError, match="circular"):
-        resolve_benchmark(tmp_path / "a.yaml", "default", schema)
-
-
 def test_tiny_snakemake_run_fans_full_das_over_layer_token_sites(tmp_path):
     """The real workflow on the tiny MCQA config: one Full DAS job per (layer, token) site, every
     method's table, and the layer x token heatmap in the report."""

@@ -42,12 +42,12 @@ class Composition(PromptedTask):
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         super().__init__(options, seed)
         self.steps = int(options.get("steps", 3))
-        self.values = VALUES[: int(options.get("values", 16))]
-        self.functions = FUNCTIONS[: int(options.get("functions", 16))]
+        n_values, n_functions = int(options.get("values", 16)), int(options.get("functions", 16))
         if self.steps < 2:
             raise ValueError(f"composition needs steps >= 2 (an intermediate value), got {self.steps}")
-        if len(self.values) < 2 or len(self.functions) < 2:
-            raise ValueError(f"composition needs 2..16 values and 2..16 functions, got {len(self.values)} and {len(self.functions)}")
+        if not (2 <= n_values <= len(VALUES) and 2 <= n_functions <= len(FUNCTIONS)):
+            raise ValueError(f"composition needs 2..16 values and 2..16 functions, got {n_values} and {n_functions}")
+        self.values, self.functions = VALUES[:n_values], FUNCTIONS[:n_functions]
         self.table_seed = int(options.get("table_seed", 0))
         self.curriculum = bool(options.get("curriculum", False))
         self.answer_words = self.values
