@@ -36,8 +36,8 @@ FUNCTIONS = tuple("ABCDEFGHIJKLMNOP")
 @register_task("composition")
 class Composition(PromptedTask):
     """Options: ``steps`` (3: functions per prompt), ``values`` (the first ``values`` of a..p, 16),
-    ``functions`` (the first ``functions`` of A..P, 16), ``table_seed`` (0), ``positions`` (from ``x``,
-    ``f1`` .. ``f<steps - 1>`` and ``last``)."""
+    ``functions`` (the first ``functions`` of A..P, 16), ``table_seed`` (0), ``curriculum`` (train on 1 to
+    ``steps`` functions, False), ``positions`` (from ``x``, ``f1`` .. ``f<steps - 1>`` and ``last``)."""
 
     def __init__(self, options: dict[str, Any], seed: int) -> None:
         super().__init__(options, seed)
