@@ -11,6 +11,7 @@ and list its module (a dotted name or a ``.py`` path) under the spec's or the co
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -26,8 +27,6 @@ from plotlib.readout import BitsReadout, SoftmaxReadout
 from plotlib.sites import Location
 
 _REGISTRY: dict[str, type["Task"]] = {}
-_BUILTIN_MODULES = ("plotlib.tasks.hierarchical_equality", "plotlib.tasks.binary_addition", "plotlib.tasks.mcqa",
-                    "plotlib.tasks.planted", "plotlib.tasks.pointer_chase", "plotlib.tasks.composition")
 
 
 def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
@@ -42,8 +41,10 @@ def register_task(name: str) -> Callable[[type["Task"]], type["Task"]]:
 
 
 def available_tasks() -> list[str]:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    """Every registered task name: the built-in ones (every module of this package, so a new built-in
+    task is one new file) and those registered by imported user modules."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     return sorted(_REGISTRY)
 
 
