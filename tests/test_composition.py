@@ -8,7 +8,7 @@ import pytest
 
 from plotlib.banks import make_bank
 from plotlib.tasks import make_task
-from workflow_runs import ROOT, run_stages
+from workflow_runs import ROOT, check_tiny_layer_token_run
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,4 @@ def test_depth_variants_inherit_the_spec_and_form_a_scaling_series(tmp_path):
 
 
 def test_tiny_run_localizes_on_the_layer_token_grid(tmp_path):
-    """The shipped spec's tiny scale runs every stage, on (layer, position) sites of its named positions."""
-    run = run_stages(ROOT / "benchmarks" / "composition.yaml", tmp_path)
-    assert [loc.id for loc in run.locations] == [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "f1")]
-    for method in ("PLOT", "Full DAS", "PLOT-DAS"):
-        acc = pd.read_parquet(run.paths.accuracy(method))
-        assert set(acc.variable) == {"V1", "V2"} and acc.value.between(0, 1).all()
+    check_tiny_layer_token_run("composition", tmp_path, ("last", "f1"), {"V1", "V2"})

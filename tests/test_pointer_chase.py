@@ -8,7 +8,7 @@ import pytest
 
 from plotlib.banks import make_bank
 from plotlib.tasks import make_task
-from workflow_runs import ROOT, run_stages
+from workflow_runs import check_tiny_layer_token_run
 
 BASE = {"links": "k=d d=7 b=k c=a a=2 e=c", "query": "b"}
 
@@ -60,12 +60,7 @@ def test_named_positions_point_at_the_queried_chains_statements(task):
 
 
 def test_tiny_run_localizes_on_the_layer_token_grid(tmp_path):
-    """The shipped spec's tiny scale runs every stage, on (layer, position) sites of its named positions."""
-    run = run_stages(ROOT / "benchmarks" / "pointer_chase.yaml", tmp_path)
-    assert [loc.id for loc in run.locations] == [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in ("last", "link1")]
-    for method in ("PLOT", "Full DAS", "PLOT-DAS"):
-        acc = pd.read_parquet(run.paths.accuracy(method))
-        assert set(acc.variable) == {"H1", "H2"} and acc.value.between(0, 1).all()
+    check_tiny_layer_token_run("pointer_chase", tmp_path, ("last", "link1"), {"H1", "H2"})
 
 
 def test_curriculum_trains_on_shorter_chains_but_evaluates_on_full_ones():

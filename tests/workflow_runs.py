@@ -70,3 +70,15 @@ def run_stages(spec_file: Path, workdir: Path, refine: tuple[tuple[str, str], ..
         pipeline.stage_couple(run, grid, [method])
         pipeline.stage_calibrate(run, method)
     return run
+
+
+def check_tiny_layer_token_run(spec: str, tmp_path: Path, positions: tuple[str, ...], variables: set[str]) -> None:
+    """A shipped transformer spec's tiny scale runs every stage on (layer, position) sites of its named
+    positions, and PLOT, Full DAS and PLOT-DAS report an IIA in [0, 1] for every target."""
+    import pandas as pd
+
+    run = run_stages(ROOT / "benchmarks" / f"{spec}.yaml", tmp_path)
+    assert [loc.id for loc in run.locations] == [f"{layer}@{pos}" for layer in ("emb", "L1", "L2") for pos in positions]
+    for method in ("PLOT", "Full DAS", "PLOT-DAS"):
+        acc = pd.read_parquet(run.paths.accuracy(method))
+        assert set(acc.variable) == variables and acc.value.between(0, 1).all()
