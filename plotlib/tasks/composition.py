@@ -90,9 +90,9 @@ class Composition(PromptedTask):
 
     def _source(self, rng: np.random.Generator, base: dict, family: str) -> dict:
         """A source that differs from ``base`` as ``family`` says (redrawn until it differs)."""
-        if family == "x" or family.startswith("f"):
-            key, pool = (family, self.functions) if family != "x" else ("x", self.values)
-            return {**base, key: rng.choice([v for v in pool if v != base[key]])}
+        if not family.startswith("keep"):  # x or f<j>: that one input redrawn
+            pool = self.values if family == "x" else self.functions
+            return {**base, family: rng.choice([v for v in pool if v != base[family]])}
         j = int(family.removeprefix("keep"))
         wanted = self.causal_model.run(base)[f"V{j}"]
         while True:  # new start and functions 1..j; the last of them chosen among those that keep Vj
@@ -127,6 +127,5 @@ class Composition(PromptedTask):
         """"c F K B": the start value, then the functions in the order they apply."""
         words = [w for w in (row["x"], *(row[f"f{j}"] for j in range(1, self.steps + 1))) if w]
         starts = np.cumsum([0, *(len(w) + 1 for w in words[:-1])])
-        chars = {name: int(start) for name, start in zip(self.position_names, starts)}
-        chars = {name: chars.get(name, int(starts[-1])) for name in self.position_names[:-1]}  # a short prompt's
-        return " ".join(words), {**chars, "last": int(starts[-1])}  # missing positions sit on its last word
+        # position i is word i; ``last``, and a short (curriculum) prompt's missing positions, its last word
+        return " ".join(words), {name: int(starts[min(i, len(words) - 1)]) for i, name in enumerate(self.position_names)}
