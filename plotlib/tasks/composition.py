@@ -110,12 +110,12 @@ class Composition(PromptedTask):
         return base, pd.DataFrame(sources)[base.columns], families
 
     def outputs(self, inputs: pd.DataFrame, interventions: dict[str, Any] | None = None) -> np.ndarray:
-        """Without interventions, the functions applied in order (table lookups, vectorised by column)."""
+        """Without interventions, the functions applied in order, column by column (no causal-model run per row)."""
         if interventions:
             return super().outputs(inputs, interventions)
         value = inputs["x"].to_numpy()
         for j in range(1, self.steps + 1):  # an empty function (a shorter curriculum prompt) is the identity
-            value = np.array([self.tables[f][v] if f else v for f, v in zip(inputs[f"f{j}"], value)])
+            value = np.array([self.apply(v, f) if f else v for f, v in zip(inputs[f"f{j}"], value)])
         return np.array([self.label(v) for v in value])
 
     # --- text ----------------------------------------------------------------------------------------
